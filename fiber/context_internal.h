@@ -1,0 +1,38 @@
+/*
+ * context_internal.h - the machine-dependent part of a fiber switch.
+ *
+ * weft__ctx_switch() saves the callee-saved state on the current stack,
+ * stores the stack pointer in *save_sp and resumes the context whose stack
+ * pointer is load_sp. weft__ctx_make() lays out a fresh context on a stack so
+ * that the first switch to it calls entry(arg). One assembly file per
+ * architecture provides the two symbols.
+ */
+#ifndef WEFT_FIBER_CONTEXT_INTERNAL_H
+#define WEFT_FIBER_CONTEXT_INTERNAL_H
+
+#include <stdint.h>
+
+void weft__ctx_switch(void **save_sp, void *load_sp);
+void weft__ctx_trampoline(void);
+
+#if defined(__x86_64__)
+/* Frame popped by weft__ctx_switch: [mxcsr|fpucw] r12 r13 r14 r15 rbx rbp ret.
+ * The return address lands on the trampoline with rsp 16-byte aligned, as a
+ * call expects. */
+static inline void *weft__ctx_make(void *stack_top, void (*entry)(void *), void *arg)
+{
+    uintptr_t top = ((uintptr_t)stack_top & ~(uintptr_t)15) - 16;
+    uint64_t *sp = (uint64_t *)top - 8;
+    sp[0] = 0x1F80ull | (0x037Full << 32); /* default MXCSR, x87 control word */
+    sp[1] = (uint64_t)(uintptr_t)arg;      /* r12 */
+    sp[2] = (uint64_t)(uintptr_t)entry;    /* r13 */
+    sp[3] = sp[4] = sp[5] = sp[6] = 0;     /* r14 r15 rbx rbp */
+    sp[7] = (uint64_t)(uintptr_t)weft__ctx_trampoline;
+    ((uint64_t *)top)[0] = 0;              /* no caller beyond the trampoline */
+    return sp;
+}
+#else
+#error "weft: no fiber context switch for this architecture yet (add context_<arch>.S)"
+#endif
+
+#endif

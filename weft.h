@@ -1,0 +1,17 @@
+/*
+ * weft.h - the whole public API of weft, an M:N fiber RPC framework.
+ * Include this, or the headers of the parts you use.
+ */
+#ifndef WEFT_H
+#define WEFT_H
+
+#include "fiber/butex.h"
+#include "fiber/clock.h"
+#include "fiber/error.h"
+#include "fiber/fiber.h"
+#include "fiber/log.h"
+#include "fiber/pool.h"
+#include "fiber/sync.h"
+#include "fiber/timer.h"
+
+#endif
