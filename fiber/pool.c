@@ -24,6 +24,7 @@ struct weft__pool_cache {
 };
 
 static int pool_count;
+static weft_pool_t *all_pools[MAX_POOLS];
 static pthread_key_t cache_key;
 static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
 static __thread struct weft__pool_cache *tls_caches[MAX_POOLS];
@@ -86,6 +87,7 @@ static int pool_index(weft_pool_t *pool)
             abort();
         }
         pool->obj_size = pool_obj_size(pool);
+        __atomic_store_n(&all_pools[n], pool, __ATOMIC_RELEASE);
         __atomic_store_n(&pool->index, n, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&pool->lock);
@@ -231,4 +233,14 @@ void weft_pool_stats(weft_pool_t *pool, weft_pool_stats_t *out)
         live += __atomic_load_n(&c->live, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&pool->lock);
     out->live = live;
+}
+
+void weft_pool_foreach(void (*fn)(weft_pool_t *pool, void *arg), void *arg)
+{
+    int n = __atomic_load_n(&pool_count, __ATOMIC_ACQUIRE);
+    for (int i = 0; i < n && i < MAX_POOLS; i++) {
+        weft_pool_t *p = __atomic_load_n(&all_pools[i], __ATOMIC_ACQUIRE);
+        if (p)
+            fn(p, arg);
+    }
 }

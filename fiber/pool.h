@@ -96,6 +96,9 @@ typedef struct {
 
 void weft_pool_stats(weft_pool_t *pool, weft_pool_stats_t *out);
 
+/* Calls fn for every pool that has handed out an object, for metrics. */
+void weft_pool_foreach(void (*fn)(weft_pool_t *pool, void *arg), void *arg);
+
 #ifdef __cplusplus
 }
 #endif
