@@ -59,9 +59,6 @@ struct weft__fiber {
 #ifdef WEFT_ASAN
     void *asan_fake_stack;
 #endif
-#ifdef WEFT_TSAN
-    void *tsan_fiber;
-#endif
 };
 
 static inline weft_fiber_t weft__fiber_id(const weft__fiber_t *f)

@@ -57,7 +57,8 @@ static void cache_release_all(void *arg)
             continue;
         weft_pool_t *pool = c->pool;
         pthread_mutex_lock(&pool->lock);
-        memcpy(pool->free_slots + pool->nfree, c->slots, c->n * sizeof(uint32_t));
+        if (c->n)
+            memcpy(pool->free_slots + pool->nfree, c->slots, c->n * sizeof(uint32_t));
         pool->nfree += c->n;
         pool->dead_live += c->live;
         *c->pprev = c->next;
@@ -158,7 +159,8 @@ static void cache_refill(weft_pool_t *pool, struct weft__pool_cache *c)
     uint32_t want = CACHE_CAP / 2;
     uint32_t take = pool->nfree < want ? pool->nfree : want;
     pool->nfree -= take;
-    memcpy(c->slots, pool->free_slots + pool->nfree, take * sizeof(uint32_t));
+    if (take)
+        memcpy(c->slots, pool->free_slots + pool->nfree, take * sizeof(uint32_t));
     c->n = take;
     while (c->n < want && pool->nslots < WEFT_POOL_MAX_SLOTS) {
         uint32_t slot = pool->nslots;

@@ -44,7 +44,7 @@ struct weft_pool {
     size_t align;
     weft_pool_init_fn *init;
     int index;                  /* position in the per-thread cache table */
-    char **_Atomic groups[WEFT_POOL_MAX_GROUPS];
+    char **groups[WEFT_POOL_MAX_GROUPS]; /* published with release stores */
     pthread_mutex_t lock;       /* guards everything below */
     uint32_t nslots;            /* slots ever created */
     uint32_t *free_slots;       /* shared free list (a stack) */

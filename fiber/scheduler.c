@@ -290,7 +290,7 @@ static inline void switch_to_fiber(weft__worker_t *w, weft__fiber_t *f)
     __atomic_store_n(&w->nsched, w->nsched + 1, __ATOMIC_RELAXED);
     STAT_INC(w->st_switches);
 #ifdef WEFT_TSAN
-    __tsan_switch_to_fiber(f->tsan_fiber, 0);
+    __tsan_switch_to_fiber(f->stack->tsan_fiber, 0);
 #endif
 #ifdef WEFT_ASAN
     void *fake = NULL;
@@ -345,20 +345,11 @@ static bool prepare_stack(weft__fiber_t *f)
     f->asan_fake_stack = NULL;
 #endif
     f->sp = weft__ctx_make(f->stack->hi, fiber_entry, f);
-#ifdef WEFT_TSAN
-    f->tsan_fiber = __tsan_create_fiber(0);
-    if (f->name)
-        __tsan_set_fiber_name(f->tsan_fiber, f->name);
-#endif
     return true;
 }
 
 static void fiber_recycle(weft__worker_t *w, weft__fiber_t *f)
 {
-#ifdef WEFT_TSAN
-    __tsan_destroy_fiber(f->tsan_fiber);
-    f->tsan_fiber = NULL;
-#endif
     weft__stack_put(f->stack);
     f->stack = NULL;
     STAT_INC(w->st_ended);

@@ -54,9 +54,12 @@ static int64_t stat_bytes;
 static size_t page_size(void)
 {
     static size_t ps;
-    if (!ps)
-        ps = (size_t)sysconf(_SC_PAGESIZE);
-    return ps;
+    size_t v = __atomic_load_n(&ps, __ATOMIC_RELAXED);
+    if (!v) {
+        v = (size_t)sysconf(_SC_PAGESIZE);
+        __atomic_store_n(&ps, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 int weft__stack_class(size_t stack_size)
@@ -103,6 +106,11 @@ static weft__stack_t *stack_map(int cls, size_t bytes)
     s->hi = (char *)s;
     s->cls = cls;
     s->next = NULL;
+#ifdef WEFT_TSAN
+    /* One TSan context per stack, not per fiber: creating one costs tens of
+     * microseconds, and fibers that share a stack never overlap anyway. */
+    s->tsan_fiber = __tsan_create_fiber(0);
+#endif
     __atomic_fetch_add(&stat_mapped[cls >= 0 ? cls : WEFT__STACK_NCLASS], 1, __ATOMIC_RELAXED);
     __atomic_fetch_add(&stat_bytes, (int64_t)total, __ATOMIC_RELAXED);
     return s;
@@ -112,6 +120,9 @@ static void stack_unmap(weft__stack_t *s)
 {
     int cls = s->cls;
     size_t total = s->map_size;
+#ifdef WEFT_TSAN
+    __tsan_destroy_fiber(s->tsan_fiber);
+#endif
     munmap(s->map, total);
     __atomic_fetch_sub(&stat_mapped[cls >= 0 ? cls : WEFT__STACK_NCLASS], 1, __ATOMIC_RELAXED);
     __atomic_fetch_sub(&stat_bytes, (int64_t)total, __ATOMIC_RELAXED);

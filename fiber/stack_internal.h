@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fiber/sanitizer_internal.h"
+
 typedef struct weft__stack weft__stack_t;
 
 struct weft__stack {
@@ -16,6 +18,9 @@ struct weft__stack {
     size_t map_size;
     int cls;             /* size class, or -1 for a custom size */
     weft__stack_t *next; /* in a free list */
+#ifdef WEFT_TSAN
+    void *tsan_fiber;    /* ThreadSanitizer's context for code on this stack */
+#endif
 };
 
 /* Size classes; a fiber attribute names one or gives bytes (custom). */
