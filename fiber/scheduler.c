@@ -47,6 +47,7 @@
 #define RQ_CAPACITY 4096
 #define SIGSTACK_SIZE (64 * 1024)
 #define FAIR_TICK 61  /* every so many picks, look at the oldest work first */
+#define POLL_STALE_NS (100 * WEFT_NS_PER_US)
 
 enum { ACT_NONE, ACT_YIELD, ACT_WAIT, ACT_URGENT, ACT_EXIT };
 enum { W_RUNNING, W_SPINNING, W_PARKED, W_POLLING };
@@ -99,6 +100,7 @@ static struct {
     int poller_busy;                /* a worker is inside poll() */
     int poller_blocking;            /* ... and it may block */
     int poller_wake_pending;
+    int64_t last_poll_ns;           /* when a worker last ran the poller */
     int64_t spin_ns;
     /* Figures of workers that exited, and of fibers started elsewhere. */
     int64_t remote_started;
@@ -437,6 +439,7 @@ static int poll_once(weft__worker_t *w, int timeout_ms)
         return 0;
     STAT_INC(w->st_polls);
     int n = sched.poller.poll(sched.poller.arg, timeout_ms);
+    __atomic_store_n(&sched.last_poll_ns, weft_clock_ns(), __ATOMIC_RELAXED);
     __atomic_store_n(&sched.poller_busy, 0, __ATOMIC_RELEASE);
     return n;
 }
@@ -568,10 +571,22 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
     }
 }
 
+/* Busy workers never reach the idle loop, so now and then one of them polls
+ * for I/O, lest sockets wait behind a queue of fibers that never empties. */
+static void poll_if_stale(weft__worker_t *w)
+{
+    if (!__atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED))
+        return;
+    int64_t last = __atomic_load_n(&sched.last_poll_ns, __ATOMIC_RELAXED);
+    if (weft_clock_ns() - last >= POLL_STALE_NS)
+        poll_once(w, 0);
+}
+
 static weft__fiber_t *next_fiber(weft__worker_t *w)
 {
     weft__fiber_t *f;
     if (++w->tick % FAIR_TICK == 0) {
+        poll_if_stale(w);
         /* LIFO is fast but unfair: now and then take the oldest. */
         f = remote_pop() ?: weft__wsq_steal(&w->rq);
         if (f)
