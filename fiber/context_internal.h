@@ -16,18 +16,17 @@ void weft__ctx_switch(void **save_sp, void *load_sp);
 void weft__ctx_trampoline(void);
 
 #if defined(__x86_64__)
-/* Frame popped by weft__ctx_switch: [mxcsr|fpucw] r12 r13 r14 r15 rbx rbp ret.
- * The return address lands on the trampoline with rsp 16-byte aligned, as a
- * call expects. */
+/* Frame popped by weft__ctx_switch: r12 r13 r14 r15 rbx rbp ret. The return
+ * address lands on the trampoline with rsp 16-byte aligned, as a call
+ * expects. */
 static inline void *weft__ctx_make(void *stack_top, void (*entry)(void *), void *arg)
 {
     uintptr_t top = ((uintptr_t)stack_top & ~(uintptr_t)15) - 16;
-    uint64_t *sp = (uint64_t *)top - 8;
-    sp[0] = 0x1F80ull | (0x037Full << 32); /* default MXCSR, x87 control word */
-    sp[1] = (uint64_t)(uintptr_t)arg;      /* r12 */
-    sp[2] = (uint64_t)(uintptr_t)entry;    /* r13 */
-    sp[3] = sp[4] = sp[5] = sp[6] = 0;     /* r14 r15 rbx rbp */
-    sp[7] = (uint64_t)(uintptr_t)weft__ctx_trampoline;
+    uint64_t *sp = (uint64_t *)top - 7;
+    sp[0] = (uint64_t)(uintptr_t)arg;      /* r12 */
+    sp[1] = (uint64_t)(uintptr_t)entry;    /* r13 */
+    sp[2] = sp[3] = sp[4] = sp[5] = 0;     /* r14 r15 rbx rbp */
+    sp[6] = (uint64_t)(uintptr_t)weft__ctx_trampoline;
     ((uint64_t *)top)[0] = 0;              /* no caller beyond the trampoline */
     return sp;
 }

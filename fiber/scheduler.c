@@ -366,9 +366,12 @@ static weft__fiber_t *after_switch(weft__worker_t *w, weft__fiber_t *f)
     w->action = ACT_NONE;
     switch (action) {
     case ACT_YIELD:
-        /* Behind everything that waits here: yielding is round-robin. */
-        push_local(w, f, true);
-        return remote_pop() ?: (weft__fiber_t *)weft__wsq_steal(&w->rq);
+        /* Behind everything that waits here, new fibers and other yielders
+         * alike: yielders take turns, and a fiber started or woken a moment
+         * ago still runs first. No wakeup: a yielder is not new work. */
+        if (!weft__wsq_push_top(&w->rq, f))
+            return f;
+        return remote_pop() ?: (weft__fiber_t *)weft__wsq_pop(&w->rq);
     case ACT_WAIT:
         weft__butex_parked(w->action_arg);
         return NULL;
