@@ -88,9 +88,10 @@ int weft_fiber_interrupt(weft_fiber_t id);
 /* True while the fiber runs or waits; false once it has ended. */
 bool weft_fiber_alive(weft_fiber_t id);
 
-/* Number of workers. weft_fiber_set_workers() works only before the runtime
- * starts (-EBUSY after); the environment variable WEFT_WORKERS overrides the
- * default, which is the number of CPUs this process may run on. */
+/* Number of workers (that the runtime has, or will start with).
+ * weft_fiber_set_workers() works only before the runtime starts (-EBUSY
+ * after); the environment variable WEFT_WORKERS overrides the default, which
+ * is the number of CPUs this process may run on. */
 int weft_fiber_set_workers(int n);
 int weft_fiber_workers(void);
 

@@ -765,8 +765,11 @@ int weft_fiber_set_workers(int n)
 
 int weft_fiber_workers(void)
 {
-    weft__runtime_ensure();
-    return sched.nworkers;
+    /* A question, not a reason to start the runtime. */
+    pthread_mutex_lock(&sched.init_lock);
+    int n = sched.state == RT_NEW ? default_workers() : sched.nworkers;
+    pthread_mutex_unlock(&sched.init_lock);
+    return n;
 }
 
 int weft_fiber_shutdown(void)
@@ -1044,6 +1047,7 @@ void weft_fiber_stats(weft_fiber_stats_t *out)
         out->wakeups += __atomic_load_n(&w->st_wakeups, __ATOMIC_RELAXED);
         out->polls += __atomic_load_n(&w->st_polls, __ATOMIC_RELAXED);
     }
-    out->fibers_alive = out->fibers_started - ended;
+    /* Started and ended are read at different moments: never below 0. */
+    out->fibers_alive = out->fibers_started > ended ? out->fibers_started - ended : 0;
     out->workers = n;
 }

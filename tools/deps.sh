@@ -2,7 +2,8 @@
 # testing weft needs on Debian 12 when it is missing (as root, or via sudo).
 
 WEFT_DEB_PACKAGES="meson ninja-build pkg-config gcc clang libclang-rt-14-dev python3
-  protobuf-c-compiler libprotobuf-c-dev libgoogle-perftools-dev zlib1g-dev"
+  protobuf-c-compiler libprotobuf-c-dev protobuf-compiler libprotobuf-dev libprotoc-dev
+  libgoogle-perftools-dev zlib1g-dev"
 
 weft_ensure_deps() {
     local missing=()
