@@ -38,7 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "fiber/histogram.h"
+#include "histogram.h"
 
 #ifdef __cplusplus
 extern "C" {
