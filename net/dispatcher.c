@@ -181,7 +181,10 @@ int weft__dispatcher_ensure(void)
 {
     if (__builtin_expect(__atomic_load_n(&disp.started, __ATOMIC_ACQUIRE), 1))
         return 0;
-    int rc = 0;
+    /* Sockets are served by fibers: no point in one without workers. */
+    int rc = weft_fiber_init();
+    if (rc != 0)
+        return rc;
     pthread_mutex_lock(&disp.lock);
     if (disp.started)
         goto out;
