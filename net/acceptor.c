@@ -6,6 +6,7 @@
 #include "net/acceptor.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -30,15 +31,18 @@ struct weft_acceptor {
     weft_socket_id_t id;
     int32_t recycled;           /* butex: 1 once the listening socket is gone */
     int32_t paused;             /* a resume timer is pending */
-    weft_timer_id_t resume_timer;
+    weft_timer_id_t resume_timer; /* the last one armed, if any */
+    dev_t unix_dev;             /* the socket file we bound, to remove only ours */
+    ino_t unix_ino;
 };
 
 static void resume_accepting(void *arg)
 {
     weft_acceptor_t *a = arg;
+    weft_socket_id_t id = a->id;
     __atomic_store_n(&a->paused, 0, __ATOMIC_RELEASE);
     /* As if the fd had become readable again. */
-    weft__socket_on_events(a->id, EPOLLIN);
+    weft__socket_on_events(id, EPOLLIN);
 }
 
 static void accept_all(weft_socket_t *s)
@@ -84,7 +88,10 @@ static void listener_recycled(weft_socket_t *s)
 {
     weft_acceptor_t *a = weft_socket_user(s);
     const struct sockaddr_un *un = (const void *)&a->local.addr;
-    if (un->sun_family == AF_UNIX)
+    struct stat sb;
+    /* Remove the socket file only if it is still the one we bound. */
+    if (un->sun_family == AF_UNIX && stat(un->sun_path, &sb) == 0 && sb.st_dev == a->unix_dev &&
+        sb.st_ino == a->unix_ino)
         unlink(un->sun_path);
     __atomic_store_n(&a->recycled, 1, __ATOMIC_RELEASE);
     weft_butex_wake_all(&a->recycled);
@@ -95,6 +102,23 @@ static const weft_socket_handler_t listener_handler = {
     .on_recycle = listener_recycled,
 };
 
+/* A socket file that nobody listens on any more (left by a process that
+ * died) would block bind; one somebody serves must stay: EADDRINUSE. */
+static bool stale_unix_socket(const weft_endpoint_t *ep)
+{
+    const struct sockaddr_un *un = (const void *)&ep->addr;
+    struct stat sb;
+    if (stat(un->sun_path, &sb) != 0 || !S_ISSOCK(sb.st_mode))
+        return false;
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe < 0)
+        return false;
+    bool stale = connect(probe, (const struct sockaddr *)&ep->addr, ep->len) != 0 &&
+                 errno == ECONNREFUSED;
+    close(probe);
+    return stale;
+}
+
 static int listen_fd(const weft_endpoint_t *ep, int backlog)
 {
     int fd = socket(ep->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -102,13 +126,8 @@ static int listen_fd(const weft_endpoint_t *ep, int backlog)
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (ep->addr.ss_family == AF_UNIX) {
-        /* A socket file left by a process that died would block bind. */
-        const struct sockaddr_un *un = (const void *)&ep->addr;
-        struct stat sb;
-        if (stat(un->sun_path, &sb) == 0 && S_ISSOCK(sb.st_mode))
-            unlink(un->sun_path);
-    }
+    if (ep->addr.ss_family == AF_UNIX && stale_unix_socket(ep))
+        unlink(((const struct sockaddr_un *)(const void *)&ep->addr)->sun_path);
     if (bind(fd, (const struct sockaddr *)&ep->addr, ep->len) != 0 || listen(fd, backlog) != 0) {
         int rc = -errno;
         close(fd);
@@ -134,8 +153,15 @@ int weft_acceptor_start(weft_acceptor_t **out, const char *address,
         rc = fd;
         goto fail;
     }
-    if (a->local.addr.ss_family != AF_UNIX)
+    if (a->local.addr.ss_family != AF_UNIX) {
         weft_endpoint_from_local(&a->local, fd);
+    } else {
+        struct stat sb;
+        if (stat(((const struct sockaddr_un *)(const void *)&a->local.addr)->sun_path, &sb) == 0) {
+            a->unix_dev = sb.st_dev;
+            a->unix_ino = sb.st_ino;
+        }
+    }
     weft_socket_options_t so = {.fd = fd, .handler = &listener_handler, .user = a};
     rc = weft_socket_create(&a->id, &so);
     if (rc != 0)
@@ -160,8 +186,8 @@ void weft_acceptor_stop(weft_acceptor_t *a)
     while (!__atomic_load_n(&a->recycled, __ATOMIC_ACQUIRE))
         weft_butex_wait(&a->recycled, 0, -1);
     /* No accept runs any more, so no new timer: cancel (or wait out) the
-     * last one, which points at us. */
-    if (__atomic_load_n(&a->paused, __ATOMIC_ACQUIRE))
+     * last one armed, which points at us, whether or not it has fired. */
+    if (a->resume_timer)
         weft_timer_cancel(a->resume_timer);
     free(a);
 }

@@ -78,7 +78,7 @@ struct weft_socket {
     uint64_t vref;          /* version << 32 | references */
     uint32_t slot;
     int fd;
-    int error;              /* why it failed; 0 while healthy */
+    int32_t error;          /* why it failed; set before the version says so */
     bool client;
     const weft_socket_handler_t *handler;
     void *user;
@@ -195,6 +195,11 @@ static void bump_and_wake(int32_t *word)
 
 static int socket_fail(weft_socket_t *s, uint32_t version, int error)
 {
+    /* The reason goes in first, so whoever sees the socket failed also sees
+     * why; if another failer wins the race below, the first reason stays. */
+    int32_t none = 0;
+    __atomic_compare_exchange_n(&s->error, &none, error ? error : EINVAL, false,
+                                __ATOMIC_RELEASE, __ATOMIC_RELAXED);
     uint64_t v = __atomic_load_n(&s->vref, __ATOMIC_RELAXED);
     do {
         if (vref_version(v) != version)
@@ -202,7 +207,6 @@ static int socket_fail(weft_socket_t *s, uint32_t version, int error)
     } while (!__atomic_compare_exchange_n(&s->vref, &v, make_vref(version + 1, vref_nref(v)), false,
                                           __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
     /* We won: the creation reference is ours to drop, and keeps s alive. */
-    __atomic_store_n(&s->error, error ? error : EINVAL, __ATOMIC_RELEASE);
     shutdown(s->fd, SHUT_RDWR);
     bump_and_wake(&s->epollout);
     bump_and_wake(&s->quiesce);
@@ -259,6 +263,8 @@ size_t weft_socket_unwritten(const weft_socket_t *s)
     return n > 0 ? (size_t)n : 0;
 }
 
+static void start_input(weft_socket_t *s);
+
 /* ---- creation ---- */
 
 static int prepare_fd(int fd)
@@ -312,12 +318,14 @@ int weft_socket_create(weft_socket_id_t *id, const weft_socket_options_t *opts)
     uint64_t old = __atomic_fetch_add(&s->vref, 1, __ATOMIC_ACQ_REL);
     uint32_t version = vref_version(old);
     __atomic_fetch_add(&st.created, 1, __ATOMIC_RELAXED);
+    /* The id is out before the first event can reach a handler. */
+    *id = ((uint64_t)version << 32) | slot;
     rc = watch(s, version);
     if (rc != 0) {
         socket_fail(s, version, -rc);
+        *id = 0;
         return rc;
     }
-    *id = ((uint64_t)version << 32) | slot;
     return 0;
 fail_fd:
     if (fd >= 0)
@@ -329,34 +337,50 @@ int weft_socket_revive(weft_socket_t *s, int fd)
 {
     if (!s->client || fd < 0)
         return -EINVAL;
-    if (__atomic_load_n(&s->write_head, __ATOMIC_ACQUIRE) ||
-        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE))
-        return -EBUSY;
-    int rc = prepare_fd(fd);
-    if (rc != 0)
-        return rc;
     uint64_t v = __atomic_load_n(&s->vref, __ATOMIC_ACQUIRE);
     if (!(vref_version(v) & 1))
         return -EINVAL;
-    /* Only the holder of the old fd touches it from here: the socket is
-     * failed and has no input fiber or writer left. */
+    if (__atomic_load_n(&s->write_head, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&s->inflight, __ATOMIC_ACQUIRE))
+        return -EBUSY;
+    /* Claim the input as an event would, so that no input fiber of the old
+     * fd runs while the fd changes under it. */
+    int32_t idle = 0;
+    if (!__atomic_compare_exchange_n(&s->nevent, &idle, 1, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_RELAXED))
+        return -EBUSY;
+    int rc = prepare_fd(fd);
+    if (rc != 0) {
+        __atomic_store_n(&s->nevent, 0, __ATOMIC_RELEASE);
+        return rc;
+    }
     close(s->fd);
-    s->fd = fd;
-    s->error = 0;
-    s->nevent = 0;
+    __atomic_store_n(&s->fd, fd, __ATOMIC_RELEASE);
     weft_iobuf_clear(&s->rbuf);
     weft_endpoint_from_peer(&s->remote, fd);
-    /* Back to the healthy version the id carries, with a creation ref. */
+    /* Back to the healthy version the id carries, with a creation ref;
+     * only then may the error read 0. */
     uint32_t version = vref_version(v) - 1;
     while (!__atomic_compare_exchange_n(&s->vref, &v, make_vref(version, vref_nref(v) + 1), false,
                                         __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
-        if (vref_version(v) != version + 1)
+        if (vref_version(v) != version + 1) {
+            __atomic_store_n(&s->nevent, 0, __ATOMIC_RELEASE);
             return -EINVAL;
+        }
     }
+    __atomic_store_n(&s->error, 0, __ATOMIC_RELEASE);
     rc = watch(s, version);
-    if (rc != 0)
+    if (rc != 0) {
+        __atomic_store_n(&s->nevent, 0, __ATOMIC_RELEASE);
         socket_fail(s, version, -rc);
-    return rc;
+        return rc;
+    }
+    /* Give the input back; events that came meanwhile need a reader. */
+    int32_t one = 1;
+    if (!__atomic_compare_exchange_n(&s->nevent, &one, 0, false, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_RELAXED))
+        start_input(s);
+    return 0;
 }
 
 /* ---- input ---- */
@@ -404,7 +428,7 @@ static int cut_messages(weft_socket_t *s, weft_socket_msg_t **last)
 /* Reads until EAGAIN. Returns 0, or why the socket must fail. */
 static int read_available(weft_socket_t *s, weft_socket_msg_t **last)
 {
-    for (;;) {
+    while (!weft_socket_failed(s)) {
         ssize_t n = weft_iobuf_read_fd(&s->rbuf, s->fd, READ_CHUNK);
         if (n > 0) {
             __atomic_fetch_add(&st.bytes_read, n, __ATOMIC_RELAXED);
@@ -417,9 +441,9 @@ static int read_available(weft_socket_t *s, weft_socket_msg_t **last)
             return WEFT_EEOF;
         if (n == -EAGAIN)
             return 0;
-        if (n != -EINTR)
-            return (int)-n;
+        return (int)-n;
     }
+    return 0;
 }
 
 /* The peer shut its side: let requests already received be answered and
@@ -467,7 +491,21 @@ static void input_fiber(void *arg)
                                weft_strerror(why));
         fail_held(s, why);
     }
+    /* A failed socket reads no more: let a revive claim the input. */
+    if (weft_socket_failed(s))
+        __atomic_store_n(&s->nevent, 0, __ATOMIC_RELEASE);
     weft_socket_dereference(s);
+}
+
+/* Starts an input fiber for s, which gets a reference of its own. */
+static void start_input(weft_socket_t *s)
+{
+    weft_fiber_attr_t attr = {.name = "weft-input"};
+    weft_socket_ref(s);
+    if (weft_fiber_start_background(NULL, &attr, input_fiber, s) != 0) {
+        fail_held(s, ENOMEM);
+        weft_socket_dereference(s);
+    }
 }
 
 void weft__socket_on_events(uint64_t id, uint32_t events)
@@ -478,12 +516,8 @@ void weft__socket_on_events(uint64_t id, uint32_t events)
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         bump_and_wake(&s->epollout);
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && s->handler &&
-        __atomic_fetch_add(&s->nevent, 1, __ATOMIC_ACQ_REL) == 0) {
-        weft_fiber_attr_t attr = {.name = "weft-input"};
-        if (weft_fiber_start_background(NULL, &attr, input_fiber, s) == 0)
-            return; /* the input fiber owns our reference */
-        fail_held(s, ENOMEM);
-    }
+        __atomic_fetch_add(&s->nevent, 1, __ATOMIC_ACQ_REL) == 0)
+        start_input(s);
     weft_socket_dereference(s);
 }
 
@@ -577,7 +611,8 @@ static wreq_t *drive_output(weft_socket_t *s, wreq_t *req, bool may_block)
 {
     while (req) {
         int32_t seq = __atomic_load_n(&s->epollout, __ATOMIC_ACQUIRE);
-        int rc = weft_socket_failed(s) ? -weft_socket_error(s) : write_some(s, req);
+        int error = weft_socket_error(s);
+        int rc = error ? -error : write_some(s, req);
         if (rc == 0) {
             wreq_t *next = next_request(s, req);
             complete(s, req, 0);
@@ -595,7 +630,8 @@ static wreq_t *drive_output(weft_socket_t *s, wreq_t *req, bool may_block)
                                weft_strerror(rc));
             fail_held(s, -rc);
         }
-        fail_requests(s, req, weft_socket_error(s));
+        int why = weft_socket_error(s);
+        fail_requests(s, req, why ? why : -rc);
         return NULL;
     }
     return NULL;
@@ -616,11 +652,15 @@ static void keep_writing(void *arg)
 
 int weft_socket_write(weft_socket_t *s, weft_iobuf_t *data, const weft_write_options_t *opts)
 {
-    if (weft_socket_failed(s))
-        return -weft_socket_error(s);
+    int error = weft_socket_error(s);
+    if (error)
+        return -error;
     size_t len = weft_iobuf_length(data);
+    /* Refused when more than the limit waits already, as socket.h says: a
+     * write bigger than the room left still goes, or a large message could
+     * never pass a steady trickle of small ones. */
     int64_t before = __atomic_fetch_add(&s->unwritten, (int64_t)len, __ATOMIC_RELAXED);
-    if (before > 0 && (size_t)before + len > s->max_unwritten) {
+    if (before > 0 && (size_t)before > s->max_unwritten) {
         __atomic_fetch_sub(&s->unwritten, (int64_t)len, __ATOMIC_RELAXED);
         return -WEFT_EOVERCROWDED;
     }
@@ -669,7 +709,22 @@ int weft_connect_fd(const weft_endpoint_t *remote, int64_t deadline_ns)
     if (fd < 0)
         return -errno;
     int rc = 0;
-    if (connect(fd, (const struct sockaddr *)&remote->addr, remote->len) != 0) {
+    int64_t pause = 1000; /* us, for a unix listener whose backlog is full */
+    while (connect(fd, (const struct sockaddr *)&remote->addr, remote->len) != 0) {
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN && remote->addr.ss_family == AF_UNIX) {
+            /* Unix sockets report a full backlog at once instead of waiting
+             * like TCP: wait here, until the deadline. */
+            int64_t now = weft_clock_ns(), until = now + pause * WEFT_NS_PER_US;
+            if (deadline_ns >= 0 && now >= deadline_ns) {
+                rc = -ETIMEDOUT;
+                goto fail;
+            }
+            weft_fiber_sleep_until(deadline_ns >= 0 && until > deadline_ns ? deadline_ns : until);
+            pause = pause < 64000 ? pause * 2 : pause;
+            continue;
+        }
         if (errno != EINPROGRESS) {
             rc = -errno;
             goto fail;
@@ -685,6 +740,7 @@ int weft_connect_fd(const weft_endpoint_t *remote, int64_t deadline_ns)
             rc = -err;
             goto fail;
         }
+        break;
     }
     return fd;
 fail:

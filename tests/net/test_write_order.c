@@ -422,13 +422,14 @@ static void overcrowded(void)
     while ((rc = write_chunk(s, chunk, &d)) == 0) {
         accepted += (int64_t)chunk;
         naccepted++;
-        WT_LE(weft_socket_unwritten(s), max);
+        /* Refused once more than max waits: at most one write beyond it. */
+        WT_LE(weft_socket_unwritten(s), max + chunk);
         WT_LT(accepted, 64 << 20);
     }
     WT_EQ(rc, -WEFT_EOVERCROWDED);
     size_t waiting = weft_socket_unwritten(s);
-    WT_GT(waiting, 0);
-    WT_LE(waiting, max);
+    WT_GT(waiting, max);
+    WT_LE(waiting, max + chunk);
 
     /* The peer still reads nothing: every further write is refused and
      * memory does not grow. */
@@ -473,14 +474,16 @@ static void overcrowded_threshold(void)
     weft_socket_id_t id = socket_on(sv[0], max);
     weft_socket_t *s = weft_socket_address(id);
     done_count_t d = {0};
+    int writes = 0;
     /* Fill the kernel, then queue up to just below the limit. */
-    while (weft_socket_unwritten(s) == 0)
+    while (weft_socket_unwritten(s) == 0 && ++writes)
         WT_EQ(write_chunk(s, chunk, &d), 0);
-    while (weft_socket_unwritten(s) + chunk <= max)
+    while (weft_socket_unwritten(s) + chunk <= max && ++writes)
         WT_EQ(write_chunk(s, chunk, &d), 0);
     size_t waiting = weft_socket_unwritten(s);
     WT_LE(waiting, max);
     int rc = write_chunk(s, 2 * chunk, &d);
+    writes += rc == 0;
     WT_NOTE("overcrowded_threshold: %zu bytes waiting (limit %zu): a write of %zu bytes got %s",
             waiting, max, 2 * chunk, rc ? weft_strerror(rc) : "0");
     WT_ASSERT_MSG(rc == 0, "refused with %zu bytes waiting, not more than max_unwritten (%zu)",
@@ -489,6 +492,8 @@ static void overcrowded_threshold(void)
     WT_EQ(write_chunk(s, 1, &d), -WEFT_EOVERCROWDED);
     weft_socket_dereference(s);
     WT_EQ(weft_socket_set_failed(id, WEFT_ECLOSE), 0);
+    /* Every accepted write reports, with an error now: d must outlive them. */
+    NT_AWAIT(NT_LOAD(&d.calls) == writes, 10);
     close(sv[1]);
 }
 
