@@ -130,6 +130,15 @@ typedef struct weft_fiber_poller {
 int weft_fiber_set_poller(const weft_fiber_poller_t *poller);
 
 /*
+ * The batch hook. Each worker calls flush() in its scheduler context when
+ * its run queue runs dry, and at least every few dozen fibers otherwise: a
+ * place to finish work batched per worker while its fibers ran (net/ sends
+ * the replies fibers wrote, several in one system call). Set once; -EBUSY
+ * after.
+ */
+int weft_fiber_set_batch_hook(void (*flush)(void));
+
+/*
  * Fiber-local storage: like pthread keys, per fiber. A value set from a
  * pthread (outside any fiber) belongs to that thread. Destructors run when
  * the fiber (or thread) ends, for non-NULL values, up to 4 rounds.

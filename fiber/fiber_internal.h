@@ -99,6 +99,10 @@ void weft__fls_destroy(struct weft__fls **fls);
  * before calling it again, in ns. */
 int64_t weft__sched_monitor(void);
 
+/* Fibers queued on the calling worker (0 off the workers): how much work
+ * will run here before the worker is free again. */
+int64_t weft__worker_backlog(void);
+
 /* The runtime must be running (starts it on first use). 0 or -errno. */
 int weft__runtime_ensure(void);
 

@@ -47,6 +47,11 @@
 #define RQ_CAPACITY 4096
 #define SIGSTACK_SIZE (64 * 1024)
 #define FAIR_TICK 61  /* every so many picks, look at the oldest work first */
+/* A thief takes work a busy owner will soon get to only when there is a lot
+ * of it; less is stolen only from an owner stuck in one fiber. Moving a
+ * short fiber to another core costs more (cache lines, the socket it
+ * touches contended from two cores) than running it here a bit later. */
+#define STEAL_BACKLOG 64
 #define POLL_STALE_NS (100 * WEFT_NS_PER_US)
 
 enum { ACT_NONE, ACT_YIELD, ACT_WAIT, ACT_URGENT, ACT_EXIT };
@@ -101,6 +106,7 @@ static struct {
     int poller_blocking;            /* ... and it may block */
     int poller_wake_pending;
     int64_t last_poll_ns;           /* when a worker last ran the poller */
+    void (*batch_flush)(void);
     int64_t spin_ns;
     /* Figures of workers that exited, and of fibers started elsewhere. */
     int64_t remote_started;
@@ -236,12 +242,13 @@ static void wake_idle_worker(void)
         sched.poller.wake(sched.poller.arg);
 }
 
-/* Work another worker may take: two or more queued fibers, or one that has
- * waited since this thief last looked while its owner kept running. */
+/* Work another worker may take: a backlog (STEAL_BACKLOG), or any queued
+ * fiber whose owner has kept running one fiber since this thief last
+ * looked. */
 static bool stealable(weft__worker_t *thief, weft__worker_t *v)
 {
     int64_t n = weft__wsq_size(&v->rq);
-    if (n >= 2)
+    if (n >= STEAL_BACKLOG)
         return true;
     if (n == 0)
         return false;
@@ -260,8 +267,30 @@ static void push_local(weft__worker_t *w, weft__fiber_t *f, bool signal)
         wake_idle_worker();
         return;
     }
-    if (signal && weft__wsq_size(&w->rq) >= 2)
+    if (signal && weft__wsq_size(&w->rq) >= STEAL_BACKLOG)
         wake_idle_worker();
+}
+
+int64_t weft__worker_backlog(void)
+{
+    weft__worker_t *w = weft__current_worker();
+    return w ? weft__wsq_size(&w->rq) : 0;
+}
+
+static inline void batch_flush(void)
+{
+    void (*flush)(void) = __atomic_load_n(&sched.batch_flush, __ATOMIC_ACQUIRE);
+    if (flush)
+        flush();
+}
+
+int weft_fiber_set_batch_hook(void (*flush)(void))
+{
+    void (*none)(void) = NULL;
+    return flush && __atomic_compare_exchange_n(&sched.batch_flush, &none, flush, false,
+                                                __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)
+               ? 0
+               : -EBUSY;
 }
 
 void weft__fiber_ready(weft__fiber_t *f)
@@ -386,6 +415,31 @@ static weft__fiber_t *after_switch(weft__worker_t *w, weft__fiber_t *f)
     }
 }
 
+/* Runs the poller if no other worker is in it. Returns events handled. */
+static int poll_once(weft__worker_t *w, int timeout_ms)
+{
+    if (!__atomic_load_n(&sched.poller_set, __ATOMIC_ACQUIRE) ||
+        __atomic_load_n(&sched.poller_busy, __ATOMIC_RELAXED) ||
+        __atomic_exchange_n(&sched.poller_busy, 1, __ATOMIC_ACQUIRE))
+        return 0;
+    STAT_INC(w->st_polls);
+    int n = sched.poller.poll(sched.poller.arg, timeout_ms);
+    __atomic_store_n(&sched.last_poll_ns, weft_clock_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&sched.poller_busy, 0, __ATOMIC_RELEASE);
+    return n;
+}
+
+/* Busy workers never reach the idle loop, so now and then one of them polls
+ * for I/O, lest sockets wait behind a queue of fibers that never empties. */
+static void poll_if_stale(weft__worker_t *w)
+{
+    if (!__atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED))
+        return;
+    int64_t last = __atomic_load_n(&sched.last_poll_ns, __ATOMIC_RELAXED);
+    if (weft_clock_ns() - last >= POLL_STALE_NS)
+        poll_once(w, 0);
+}
+
 static void run_fibers(weft__worker_t *w, weft__fiber_t *f)
 {
     while (f) {
@@ -397,6 +451,12 @@ static void run_fibers(weft__worker_t *w, weft__fiber_t *f)
         }
         switch_to_fiber(w, f);
         f = after_switch(w, f);
+        /* Batched work and I/O must not wait on a worker that never runs
+         * dry (fibers yielding to each other, say). */
+        if (++w->tick % FAIR_TICK == 0) {
+            batch_flush();
+            poll_if_stale(w);
+        }
     }
 }
 
@@ -431,20 +491,6 @@ static bool work_visible(weft__worker_t *w)
             return true;
     }
     return false;
-}
-
-/* Runs the poller if no other worker is in it. Returns events handled. */
-static int poll_once(weft__worker_t *w, int timeout_ms)
-{
-    if (!__atomic_load_n(&sched.poller_set, __ATOMIC_ACQUIRE) ||
-        __atomic_load_n(&sched.poller_busy, __ATOMIC_RELAXED) ||
-        __atomic_exchange_n(&sched.poller_busy, 1, __ATOMIC_ACQUIRE))
-        return 0;
-    STAT_INC(w->st_polls);
-    int n = sched.poller.poll(sched.poller.arg, timeout_ms);
-    __atomic_store_n(&sched.last_poll_ns, weft_clock_ns(), __ATOMIC_RELAXED);
-    __atomic_store_n(&sched.poller_busy, 0, __ATOMIC_RELEASE);
-    return n;
 }
 
 static void set_state(weft__worker_t *w, int state)
@@ -536,8 +582,22 @@ static void stop_spinning(weft__worker_t *w)
 {
     set_state(w, W_RUNNING);
     if (__atomic_sub_fetch(&sched.nspinning, 1, __ATOMIC_SEQ_CST) == 0 &&
-        (weft__wsq_size(&w->rq) >= 1 || __atomic_load_n(&sched.rcount, __ATOMIC_RELAXED)))
+        (weft__wsq_size(&w->rq) >= STEAL_BACKLOG ||
+         __atomic_load_n(&sched.rcount, __ATOMIC_RELAXED)))
         wake_idle_worker();
+}
+
+/* How long an idle worker spins before it parks. Spinning pays when work
+ * is about to appear on a busy worker, where this one can steal it without
+ * a wakeup; it wastes a CPU that someone else (often the other end of a
+ * connection, on the same machine) could use when nobody is busy. So, as
+ * Go's scheduler does, no more workers spin than run: with every worker
+ * idle, one looks once and blocks in the poller, like an event loop. */
+static int64_t spin_budget(void)
+{
+    int spinning = __atomic_load_n(&sched.nspinning, __ATOMIC_RELAXED);
+    int running = __atomic_load_n(&sched.nrunning, __ATOMIC_RELAXED);
+    return spinning <= running ? sched.spin_ns : 0;
 }
 
 /* The idle loop: steal, poll, spin, park. NULL means the runtime stops. */
@@ -546,14 +606,14 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
     __atomic_fetch_add(&sched.nspinning, 1, __ATOMIC_SEQ_CST);
     set_state(w, W_SPINNING);
     for (;;) {
-        int64_t spin_until = weft_clock_ns() + sched.spin_ns;
+        int64_t spin_until = weft_clock_ns() + spin_budget();
         for (int round = 0;; round++) {
             weft__fiber_t *f = weft__wsq_pop(&w->rq);
             if (!f)
                 f = remote_pop();
             if (!f)
                 f = steal_round(w);
-            if (!f && poll_once(w, 0) > 0)
+            if (!f && (round & 3) == 0 && poll_once(w, 0) > 0)
                 f = weft__wsq_pop(&w->rq);
             if (f) {
                 stop_spinning(w);
@@ -574,22 +634,10 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
     }
 }
 
-/* Busy workers never reach the idle loop, so now and then one of them polls
- * for I/O, lest sockets wait behind a queue of fibers that never empties. */
-static void poll_if_stale(weft__worker_t *w)
-{
-    if (!__atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED))
-        return;
-    int64_t last = __atomic_load_n(&sched.last_poll_ns, __ATOMIC_RELAXED);
-    if (weft_clock_ns() - last >= POLL_STALE_NS)
-        poll_once(w, 0);
-}
-
 static weft__fiber_t *next_fiber(weft__worker_t *w)
 {
     weft__fiber_t *f;
-    if (++w->tick % FAIR_TICK == 0) {
-        poll_if_stale(w);
+    if (w->tick % FAIR_TICK == 0) {
         /* LIFO is fast but unfair: now and then take the oldest. */
         f = remote_pop() ?: weft__wsq_steal(&w->rq);
         if (f)
@@ -601,7 +649,11 @@ static weft__fiber_t *next_fiber(weft__worker_t *w)
     f = remote_pop();
     if (f)
         return f;
-    return find_idle_work(w);
+    /* Dry: finish what the fibers that just ran batched, which may also
+     * start fibers (a writer that must wait for the kernel). */
+    batch_flush();
+    f = weft__wsq_pop(&w->rq);
+    return f ? f : find_idle_work(w);
 }
 
 /* ---- stack overflow reports ---- */

@@ -203,6 +203,7 @@ int weft__dispatcher_ensure(void)
     rc = weft_fiber_set_poller(&poller);
     if (rc != 0)
         goto fail;
+    weft__socket_install_batch_hook();
     __atomic_store_n(&disp.started, 1, __ATOMIC_RELEASE);
     goto out;
 fail:

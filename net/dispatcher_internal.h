@@ -18,6 +18,9 @@ int weft__dispatcher_ensure(void);
 int weft__dispatcher_add(int fd, uint64_t data, uint32_t events);
 int weft__dispatcher_del(int fd);
 
+/* Lets workers send the writes that sockets deferred (socket.c). */
+void weft__socket_install_batch_hook(void);
+
 /* Called by the dispatcher for events on a socket (data = its id). */
 void weft__socket_on_events(uint64_t id, uint32_t events);
 

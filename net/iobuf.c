@@ -52,6 +52,8 @@
 
 #define CACHE_MAX 32       /* free blocks kept per thread (256 KiB) */
 #define READ_MAX_BLOCKS 16 /* one read fills at most 1 + 16 blocks (136 KiB) */
+_Static_assert(WEFT_IOBUF_READ_MAX <= READ_MAX_BLOCKS * (WEFT_IOBUF_BLOCK_SIZE - 64),
+               "WEFT_IOBUF_READ_MAX promises more than one read takes");
 #define WRITE_MAX_IOV 256  /* iovecs per writev: 4 KiB of a fiber stack */
 #define MIN_HEAP_REFS 8    /* first heap reference array */
 

@@ -51,6 +51,12 @@ extern "C" {
 /* Bytes malloc'ed for one block, its header included. */
 #define WEFT_IOBUF_BLOCK_SIZE 8192
 
+/* weft_iobuf_read_fd() reads at most this much in one call, whatever max it
+ * is given (a lower bound: the thread's share block may add a little). A
+ * caller that takes a short read as "the fd is drained" must not ask for
+ * more. */
+#define WEFT_IOBUF_READ_MAX (16 * (WEFT_IOBUF_BLOCK_SIZE - 64))
+
 /* References kept inside weft_iobuf_t before it needs a heap array. */
 #define WEFT_IOBUF_INLINE_REFS 2
 

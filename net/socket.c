@@ -49,6 +49,7 @@
 #include "fiber/clock.h"
 #include "fiber/error.h"
 #include "fiber/fiber.h"
+#include "fiber/fiber_internal.h"
 #include "fiber/futex_internal.h"
 #include "fiber/log.h"
 #include "fiber/pool.h"
@@ -56,9 +57,10 @@
 #include "net/fd.h"
 
 #define DEFAULT_MAX_UNWRITTEN (64u << 20)
-#define READ_CHUNK (512 * 1024)
+#define READ_MIN (16 * 1024)
+#define READ_MAX WEFT_IOBUF_READ_MAX
 #define EOF_LINGER_NS (5 * WEFT_NS_PER_SEC)
-#define WRITE_IOV 64
+#define WRITE_IOV 256
 #define VERSION_LIMIT 0x7ffffffeu /* versions stay below 2^31: see dispatcher */
 
 typedef struct wreq wreq_t;
@@ -89,10 +91,15 @@ struct weft_socket {
     int32_t inflight;       /* messages cut and not yet processed */
     int32_t quiesce;        /* butex bumped when inflight or the write list drain */
     weft_iobuf_t rbuf;
+    int32_t rdhup;          /* the peer hung up: read to EOF, never stop short */
+    size_t read_hint;       /* bytes to ask of the next read */
     /* output */
-    wreq_t *write_head;
+    wreq_t *write_head;     /* newest pushed request */
+    wreq_t *write_tail;     /* owner only: last request linked oldest-first */
     int64_t unwritten;
     int32_t epollout;       /* butex bumped on EPOLLOUT and on failure */
+    weft_socket_t *flush_next; /* in its worker's deferred list */
+    wreq_t *flush_req;      /* the first request of a deferred flush */
 };
 
 static struct {
@@ -308,8 +315,10 @@ int weft_socket_create(weft_socket_id_t *id, const weft_socket_options_t *opts)
     s->max_unwritten = opts->max_unwritten ? opts->max_unwritten : DEFAULT_MAX_UNWRITTEN;
     s->nevent = 0;
     s->inflight = 0;
+    s->rdhup = 0;
+    s->read_hint = READ_MIN;
     weft_iobuf_init(&s->rbuf);
-    s->write_head = NULL;
+    s->write_head = s->write_tail = NULL;
     s->unwritten = 0;
     if (weft_endpoint_from_peer(&s->remote, fd) != 0)
         memset(&s->remote, 0, sizeof(s->remote));
@@ -357,6 +366,7 @@ int weft_socket_revive(weft_socket_t *s, int fd)
     close(s->fd);
     __atomic_store_n(&s->fd, fd, __ATOMIC_RELEASE);
     weft_iobuf_clear(&s->rbuf);
+    s->rdhup = 0;
     weft_endpoint_from_peer(&s->remote, fd);
     /* Back to the healthy version the id carries, with a creation ref;
      * only then may the error read 0. */
@@ -407,34 +417,66 @@ static void dispatch(weft_socket_msg_t *msg)
         process_fiber(msg); /* no fiber to be had: do it here */
 }
 
-/* Cuts every complete message out of rbuf. All but the newest go to fibers
- * of their own; the newest waits in *last. Returns -error on bad bytes. */
-static int cut_messages(weft_socket_t *s, weft_socket_msg_t **last)
+/* Starts fibers for a batch of messages, newest first: the run queue pops
+ * newest first, so they begin in the order they arrived. */
+static void dispatch_batch(weft_socket_msg_t **batch, int n)
 {
+    while (n > 0)
+        dispatch(batch[--n]);
+}
+
+/* Cuts every complete message out of rbuf. The first of a read round waits
+ * in *first, to run in the input fiber once it stops reading; the others
+ * go to fibers of their own. Returns -error on bad bytes. */
+static int cut_messages(weft_socket_t *s, weft_socket_msg_t **first)
+{
+    weft_socket_msg_t *batch[64];
+    int n = 0, rc = 0;
     for (;;) {
         int error = 0;
         weft_socket_msg_t *msg = s->handler->cut(s, &s->rbuf, &error);
-        if (!msg)
-            return error;
+        if (!msg) {
+            rc = error;
+            break;
+        }
         msg->socket = s;
         weft_socket_ref(s);
         __atomic_fetch_add(&s->inflight, 1, __ATOMIC_RELAXED);
-        if (*last)
-            dispatch(*last);
-        *last = msg;
+        if (!*first) {
+            *first = msg;
+            continue;
+        }
+        batch[n++] = msg;
+        if (n == (int)(sizeof(batch) / sizeof(batch[0]))) {
+            dispatch_batch(batch, n);
+            n = 0;
+        }
     }
+    dispatch_batch(batch, n);
+    return rc;
 }
 
-/* Reads until EAGAIN. Returns 0, or why the socket must fail. */
-static int read_available(weft_socket_t *s, weft_socket_msg_t **last)
+/* Reads until the kernel has nothing more. Returns 0, or why the socket
+ * must fail. A read that returns less than asked means the socket is
+ * drained: with edge-triggered events, more data raises a new event (and
+ * nevent), so there is no need for the extra read that would say EAGAIN,
+ * except after a hang-up, which must be read to its EOF. */
+static int read_available(weft_socket_t *s, weft_socket_msg_t **first)
 {
     while (!weft_socket_failed(s)) {
-        ssize_t n = weft_iobuf_read_fd(&s->rbuf, s->fd, READ_CHUNK);
+        size_t want = s->read_hint;
+        ssize_t n = weft_iobuf_read_fd(&s->rbuf, s->fd, want);
         if (n > 0) {
             __atomic_fetch_add(&st.bytes_read, n, __ATOMIC_RELAXED);
-            int rc = cut_messages(s, last);
+            if ((size_t)n == want && want < READ_MAX)
+                s->read_hint = want * 2 < READ_MAX ? want * 2 : READ_MAX;
+            else if ((size_t)n < want / 4 && want > READ_MIN)
+                s->read_hint = want / 2;
+            int rc = cut_messages(s, first);
             if (rc < 0)
                 return -rc;
+            if ((size_t)n < want && !__atomic_load_n(&s->rdhup, __ATOMIC_ACQUIRE))
+                return 0;
             continue;
         }
         if (n == 0)
@@ -465,22 +507,22 @@ static void linger_after_eof(weft_socket_t *s)
 static void input_fiber(void *arg)
 {
     weft_socket_t *s = arg;
-    weft_socket_msg_t *last = NULL;
+    weft_socket_msg_t *first = NULL;
     int32_t seen = __atomic_load_n(&s->nevent, __ATOMIC_ACQUIRE);
     int why = 0;
     for (;;) {
         if (s->handler->on_readable)
             s->handler->on_readable(s);
         else
-            why = read_available(s, &last);
+            why = read_available(s, &first);
         if (why || weft_socket_failed(s))
             break;
         if (__atomic_compare_exchange_n(&s->nevent, &seen, 0, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE))
             break;
     }
-    if (last) {
-        s->handler->process(last);
+    if (first) {
+        s->handler->process(first);
         message_done(s);
     }
     if (why == WEFT_EEOF)
@@ -515,6 +557,8 @@ void weft__socket_on_events(uint64_t id, uint32_t events)
         return;
     if (events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
         bump_and_wake(&s->epollout);
+    if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR))
+        __atomic_store_n(&s->rdhup, 1, __ATOMIC_RELEASE);
     if ((events & (EPOLLIN | EPOLLERR | EPOLLHUP | EPOLLRDHUP)) && s->handler &&
         __atomic_fetch_add(&s->nevent, 1, __ATOMIC_ACQ_REL) == 0)
         start_input(s);
@@ -546,42 +590,15 @@ static void complete(weft_socket_t *s, wreq_t *req, int error)
     free(req);
 }
 
-/* Writes from req until done or EAGAIN. 0 when written, -EAGAIN, -errno. */
-static int write_some(weft_socket_t *s, wreq_t *req)
+/* Owner only: links the requests pushed since `tail` behind it, oldest
+ * first (the stack holds them newest first), and returns the new tail. */
+static wreq_t *link_pushed(weft_socket_t *s, wreq_t *tail)
 {
-    while (weft_iobuf_length(&req->data)) {
-        struct iovec iov[WRITE_IOV];
-        size_t n = weft_iobuf_fill_iov(&req->data, iov, WRITE_IOV);
-        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
-        ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-        }
-        weft_iobuf_pop_front(&req->data, (size_t)w);
-        __atomic_fetch_sub(&s->unwritten, w, __ATOMIC_RELAXED);
-        __atomic_fetch_add(&st.bytes_written, w, __ATOMIC_RELAXED);
-    }
-    return 0;
-}
-
-/* After `cur` is written: the next request in push order, or NULL when none
- * is left, in which case output ownership was given up. */
-static wreq_t *next_request(weft_socket_t *s, wreq_t *cur)
-{
-    if (cur->next)
-        return cur->next;
-    wreq_t *expected = cur;
-    if (__atomic_compare_exchange_n(&s->write_head, &expected, NULL, false, __ATOMIC_ACQ_REL,
-                                    __ATOMIC_ACQUIRE)) {
-        bump_and_wake(&s->quiesce);
-        return NULL;
-    }
-    /* Newer requests sit on the stack from the head down to cur, newest
-     * first: reverse that run so cur leads to the oldest of them. */
-    wreq_t *p = expected, *prev = NULL;
-    while (p != cur) {
+    wreq_t *head = __atomic_load_n(&s->write_head, __ATOMIC_ACQUIRE);
+    if (head == tail)
+        return tail;
+    wreq_t *p = head, *prev = NULL;
+    while (p != tail) {
         wreq_t *older;
         while ((older = __atomic_load_n(&p->next, __ATOMIC_ACQUIRE)) == UNLINKED)
             weft__cpu_relax();
@@ -589,49 +606,101 @@ static wreq_t *next_request(weft_socket_t *s, wreq_t *cur)
         prev = p;
         p = older;
     }
-    cur->next = prev;
-    return prev;
+    tail->next = prev;
+    return head;
 }
 
-/* Fails cur and everything queued behind it, giving up output ownership. */
-static void fail_requests(weft_socket_t *s, wreq_t *cur, int error)
+/* After `cur` is written: the next request in push order, or NULL when none
+ * is left, in which case output ownership was given up. */
+static wreq_t *next_request(weft_socket_t *s, wreq_t *cur)
 {
-    while (cur) {
-        wreq_t *next = next_request(s, cur);
-        complete(s, cur, error);
-        cur = next;
+    if (!cur->next) {
+        wreq_t *expected = cur;
+        if (__atomic_compare_exchange_n(&s->write_head, &expected, NULL, false, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE)) {
+            s->write_tail = NULL;
+            bump_and_wake(&s->quiesce);
+            return NULL;
+        }
+        s->write_tail = link_pushed(s, cur);
+    }
+    return cur->next;
+}
+
+/* One sendmsg of as much of the queue as fits in WRITE_IOV segments, from
+ * req on. Bytes written, or -errno (-EAGAIN when the kernel is full). */
+static ssize_t send_chain(weft_socket_t *s, wreq_t *req)
+{
+    struct iovec iov[WRITE_IOV];
+    size_t n = 0;
+    s->write_tail = link_pushed(s, s->write_tail ? s->write_tail : req);
+    for (wreq_t *r = req; r && n < WRITE_IOV; r = r->next)
+        n += weft_iobuf_fill_iov(&r->data, iov + n, WRITE_IOV - n);
+    struct msghdr mh = {.msg_iov = iov, .msg_iovlen = n};
+    for (;;) {
+        ssize_t w = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w >= 0)
+            return w;
+        if (errno != EINTR)
+            return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+}
+
+/* Takes w written bytes off the queue from req on, completing the requests
+ * they finish. Returns the first request with bytes left, or NULL once the
+ * queue is empty and ownership given up. */
+static wreq_t *consume(weft_socket_t *s, wreq_t *req, size_t w)
+{
+    __atomic_fetch_sub(&s->unwritten, (int64_t)w, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&st.bytes_written, (int64_t)w, __ATOMIC_RELAXED);
+    while (req) {
+        w -= weft_iobuf_pop_front(&req->data, w);
+        if (weft_iobuf_length(&req->data))
+            return req;
+        wreq_t *next = next_request(s, req);
+        complete(s, req, 0);
+        req = next;
+    }
+    return NULL;
+}
+
+/* Fails req and everything queued behind it, giving up output ownership. */
+static void fail_requests(weft_socket_t *s, wreq_t *req, int error)
+{
+    while (req) {
+        wreq_t *next = next_request(s, req);
+        complete(s, req, error);
+        req = next;
     }
 }
 
 /* Owns the output from req on: writes, waits for EPOLLOUT when the kernel
- * is full, and stops when the list is empty. Returns with ownership given
- * up. May block only when `may_block`; else returns the request it stopped
- * at (ownership kept) for a fiber to continue. */
+ * is full, and stops when the queue is empty (ownership given up). When it
+ * may not block, returns the request it stopped at (ownership kept) for a
+ * fiber to continue. */
 static wreq_t *drive_output(weft_socket_t *s, wreq_t *req, bool may_block)
 {
     while (req) {
         int32_t seq = __atomic_load_n(&s->epollout, __ATOMIC_ACQUIRE);
         int error = weft_socket_error(s);
-        int rc = error ? -error : write_some(s, req);
-        if (rc == 0) {
-            wreq_t *next = next_request(s, req);
-            complete(s, req, 0);
-            req = next;
+        ssize_t w = error ? -error : send_chain(s, req);
+        if (w >= 0) {
+            req = consume(s, req, (size_t)w);
             continue;
         }
-        if (rc == -EAGAIN) {
+        if (w == -EAGAIN) {
             if (!may_block)
                 return req;
             weft_butex_wait(&s->epollout, seq, -1);
             continue;
         }
-        if (!weft_socket_failed(s)) {
+        if (!error) {
             WEFT_LOG_EVERY_SEC(WEFT_LOG_WARN, "socket fd=%d failed on output: %s", s->fd,
-                               weft_strerror(rc));
-            fail_held(s, -rc);
+                               weft_strerror((int)w));
+            fail_held(s, (int)-w);
         }
         int why = weft_socket_error(s);
-        fail_requests(s, req, why ? why : -rc);
+        fail_requests(s, req, why ? why : (int)-w);
         return NULL;
     }
     return NULL;
@@ -648,6 +717,63 @@ static void keep_writing(void *arg)
     drive_output(kw->s, kw->req, true);
     weft_socket_dereference(kw->s);
     free(kw);
+}
+
+static void keep_writing(void *arg);
+
+/* Output continues in a fiber of its own (ownership and a reference go to
+ * it) once the writer that owns it cannot go on without blocking. */
+static void continue_output(weft_socket_t *s, wreq_t *rest)
+{
+    keep_write_t *kw = malloc(sizeof(*kw));
+    if (kw) {
+        kw->s = s;
+        kw->req = rest;
+        if (weft_fiber_start_background(NULL, NULL, keep_writing, kw) == 0)
+            return;
+        free(kw);
+    }
+    fail_held(s, ENOMEM);
+    fail_requests(s, rest, ENOMEM);
+    weft_socket_dereference(s);
+}
+
+/*
+ * Deferred writes. A fiber that becomes the owner of a socket's output
+ * while other fibers wait to run on its worker does not write at once: it
+ * leaves the socket on the worker's list, and the worker writes it when it
+ * runs dry (or after a few dozen fibers, see weft_fiber_set_batch_hook).
+ * The fibers waiting are typically the other messages of the same read,
+ * whose replies then leave in the same sendmsg: one system call for a
+ * burst of pipelined requests instead of one each. With nothing else to
+ * run, the writer writes at once, so a lone request pays nothing.
+ */
+static __thread weft_socket_t *tls_deferred;
+
+static void defer_output(weft_socket_t *s, wreq_t *req)
+{
+    weft_socket_ref(s);
+    s->flush_req = req;
+    s->flush_next = tls_deferred;
+    tls_deferred = s;
+}
+
+static void flush_deferred(void)
+{
+    weft_socket_t *s;
+    while ((s = tls_deferred) != NULL) {
+        tls_deferred = s->flush_next;
+        wreq_t *rest = drive_output(s, s->flush_req, false);
+        if (rest)
+            continue_output(s, rest);
+        else
+            weft_socket_dereference(s);
+    }
+}
+
+void weft__socket_install_batch_hook(void)
+{
+    weft_fiber_set_batch_hook(flush_deferred);
 }
 
 int weft_socket_write(weft_socket_t *s, weft_iobuf_t *data, const weft_write_options_t *opts)
@@ -683,21 +809,16 @@ int weft_socket_write(weft_socket_t *s, weft_iobuf_t *data, const weft_write_opt
         return 0;
     }
     req->next = NULL;
-    wreq_t *rest = drive_output(s, req, false);
-    if (!rest)
+    s->write_tail = req;
+    if (weft__worker_backlog() > 0 && weft_fiber_in_fiber()) {
+        defer_output(s, req);
         return 0;
-    keep_write_t *kw = malloc(sizeof(*kw));
-    weft_socket_ref(s);
-    if (kw) {
-        kw->s = s;
-        kw->req = rest;
-        if (weft_fiber_start_background(NULL, NULL, keep_writing, kw) == 0)
-            return 0;
-        free(kw);
     }
-    fail_held(s, ENOMEM);
-    fail_requests(s, rest, ENOMEM);
-    weft_socket_dereference(s);
+    wreq_t *rest = drive_output(s, req, false);
+    if (rest) {
+        weft_socket_ref(s);
+        continue_output(s, rest);
+    }
     return 0;
 }
 
