@@ -15,5 +15,13 @@
 #include "fiber/pool.h"
 #include "fiber/sync.h"
 #include "fiber/timer.h"
+#include "net/acceptor.h"
+#include "net/endpoint.h"
+#include "net/fd.h"
+#include "net/iobuf.h"
+#include "net/socket.h"
+#include "rpc/channel.h"
+#include "rpc/controller.h"
+#include "rpc/server.h"
 
 #endif
