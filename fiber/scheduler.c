@@ -60,6 +60,11 @@ enum { RT_NEW, RT_RUNNING, RT_STOPPING, RT_STOPPED };
 
 struct weft__worker {
     weft__wsq_t rq;
+    /* Fibers that yielded, oldest first: behind everything in rq, taken in
+     * turn. Owner appends and takes; a thief may take under the lock. */
+    weft__spinlock_t ylock;
+    weft__fiber_t *yhead, *ytail;
+    int64_t ycount;
     int index;
     int state;               /* W_*, for the monitor and stats */
     weft__fiber_t *cur;      /* running fiber, NULL in the scheduler */
@@ -91,9 +96,12 @@ static struct {
     int nworkers;
     int requested_workers;
     weft__worker_t *workers;
-    /* Ready fibers from threads that are not workers. */
+    /* Ready fibers from threads that are not workers: those resumed (woken
+     * by a timer, a pthread) and those new (started by a pthread). */
     pthread_mutex_t rlock;
-    weft__fiber_t *rhead, *rtail;
+    struct rlist {
+        weft__fiber_t *head, *tail;
+    } rwoken, rnew;
     int64_t rcount;
     /* Idle workers. */
     int nspinning;
@@ -165,15 +173,19 @@ static inline uint32_t xorshift32(uint32_t *s)
 
 /* ---- the shared queue for wakeups from non-worker threads ---- */
 
+/* Resumed fibers go before new ones: they hold memory (a stack, what they
+ * were doing) and often a caller's latency, while a new fiber costs a stack
+ * to start. A burst of new fibers must not delay the wakeups behind it. */
 static void remote_push(weft__fiber_t *f)
 {
+    struct rlist *l = f->stack ? &sched.rwoken : &sched.rnew;
     f->next = NULL;
     pthread_mutex_lock(&sched.rlock);
-    if (sched.rtail)
-        sched.rtail->next = f;
+    if (l->tail)
+        l->tail->next = f;
     else
-        sched.rhead = f;
-    sched.rtail = f;
+        l->head = f;
+    l->tail = f;
     __atomic_store_n(&sched.rcount, sched.rcount + 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&sched.rlock);
 }
@@ -183,11 +195,12 @@ static weft__fiber_t *remote_pop(void)
     if (__atomic_load_n(&sched.rcount, __ATOMIC_ACQUIRE) == 0)
         return NULL;
     pthread_mutex_lock(&sched.rlock);
-    weft__fiber_t *f = sched.rhead;
+    struct rlist *l = sched.rwoken.head ? &sched.rwoken : &sched.rnew;
+    weft__fiber_t *f = l->head;
     if (f) {
-        sched.rhead = f->next;
-        if (!sched.rhead)
-            sched.rtail = NULL;
+        l->head = f->next;
+        if (!l->head)
+            l->tail = NULL;
         __atomic_store_n(&sched.rcount, sched.rcount - 1, __ATOMIC_RELEASE);
     }
     pthread_mutex_unlock(&sched.rlock);
@@ -242,12 +255,67 @@ static void wake_idle_worker(void)
         sched.poller.wake(sched.poller.arg);
 }
 
-/* Work another worker may take: a backlog (STEAL_BACKLOG), or any queued
+static void yield_push(weft__worker_t *w, weft__fiber_t *f)
+{
+    f->next = NULL;
+    weft__spin_lock(&w->ylock);
+    if (w->ytail)
+        w->ytail->next = f;
+    else
+        w->yhead = f;
+    w->ytail = f;
+    __atomic_store_n(&w->ycount, w->ycount + 1, __ATOMIC_RELEASE);
+    weft__spin_unlock(&w->ylock);
+}
+
+static weft__fiber_t *yield_pop(weft__worker_t *w)
+{
+    if (!__atomic_load_n(&w->ycount, __ATOMIC_ACQUIRE))
+        return NULL;
+    weft__spin_lock(&w->ylock);
+    weft__fiber_t *f = w->yhead;
+    if (f) {
+        w->yhead = f->next;
+        if (!w->yhead)
+            w->ytail = NULL;
+        __atomic_store_n(&w->ycount, w->ycount - 1, __ATOMIC_RELEASE);
+    }
+    weft__spin_unlock(&w->ylock);
+    return f;
+}
+
+/* Queues f behind the other yielders and returns the oldest (f itself when
+ * it was alone): one lock round trip for both. */
+static weft__fiber_t *yield_swap(weft__worker_t *w, weft__fiber_t *f)
+{
+    if (!__atomic_load_n(&w->ycount, __ATOMIC_ACQUIRE))
+        return f; /* nobody else yielded: no list to touch */
+    f->next = NULL;
+    weft__spin_lock(&w->ylock);
+    weft__fiber_t *head = w->yhead;
+    if (!head) {
+        weft__spin_unlock(&w->ylock);
+        return f;
+    }
+    w->ytail->next = f;
+    w->ytail = f;
+    w->yhead = head->next;
+    weft__spin_unlock(&w->ylock);
+    return head;
+}
+
+/* Fibers waiting on a worker, queued or yielded. */
+static int64_t queued(weft__worker_t *w)
+{
+    return weft__wsq_size(&w->rq) + __atomic_load_n(&w->ycount, __ATOMIC_RELAXED);
+}
+
+/* Work another worker may take: a backlog (STEAL_BACKLOG), or any waiting
  * fiber whose owner has kept running one fiber since this thief last
  * looked. */
 static bool stealable(weft__worker_t *thief, weft__worker_t *v)
 {
-    int64_t n = weft__wsq_size(&v->rq);
+    int64_t n = queued(v);
     if (n >= STEAL_BACKLOG)
         return true;
     if (n == 0)
@@ -274,7 +342,7 @@ static void push_local(weft__worker_t *w, weft__fiber_t *f, bool signal)
 int64_t weft__worker_backlog(void)
 {
     weft__worker_t *w = weft__current_worker();
-    return w ? weft__wsq_size(&w->rq) : 0;
+    return w ? queued(w) : 0;
 }
 
 static inline void batch_flush(void)
@@ -398,9 +466,13 @@ static weft__fiber_t *after_switch(weft__worker_t *w, weft__fiber_t *f)
         /* Behind everything that waits here, new fibers and other yielders
          * alike: yielders take turns, and a fiber started or woken a moment
          * ago still runs first. No wakeup: a yielder is not new work. */
-        if (!weft__wsq_push_top(&w->rq, f))
-            return f;
-        return remote_pop() ?: (weft__fiber_t *)weft__wsq_pop(&w->rq);
+        {
+            weft__fiber_t *next = weft__wsq_pop(&w->rq) ?: remote_pop();
+            if (!next)
+                return yield_swap(w, f);
+            yield_push(w, f);
+            return next;
+        }
     case ACT_WAIT:
         weft__butex_parked(w->action_arg);
         return NULL;
@@ -472,7 +544,7 @@ static weft__fiber_t *steal_round(weft__worker_t *w)
         weft__worker_t *v = &sched.workers[(start + i) % n];
         if (v == w || !stealable(w, v))
             continue;
-        weft__fiber_t *f = weft__wsq_steal(&v->rq);
+        weft__fiber_t *f = weft__wsq_steal(&v->rq) ?: yield_pop(v);
         if (f) {
             STAT_INC(w->st_steals);
             return f;
@@ -483,7 +555,7 @@ static weft__fiber_t *steal_round(weft__worker_t *w)
 
 static bool work_visible(weft__worker_t *w)
 {
-    if (__atomic_load_n(&sched.rcount, __ATOMIC_ACQUIRE) || weft__wsq_size(&w->rq))
+    if (__atomic_load_n(&sched.rcount, __ATOMIC_ACQUIRE) || queued(w))
         return true;
     for (int i = 0; i < sched.nworkers; i++) {
         weft__worker_t *v = &sched.workers[i];
@@ -608,7 +680,7 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
     for (;;) {
         int64_t spin_until = weft_clock_ns() + spin_budget();
         for (int round = 0;; round++) {
-            weft__fiber_t *f = weft__wsq_pop(&w->rq);
+            weft__fiber_t *f = weft__wsq_pop(&w->rq) ?: yield_pop(w);
             if (!f)
                 f = remote_pop();
             if (!f)
@@ -639,14 +711,11 @@ static weft__fiber_t *next_fiber(weft__worker_t *w)
     weft__fiber_t *f;
     if (w->tick % FAIR_TICK == 0) {
         /* LIFO is fast but unfair: now and then take the oldest. */
-        f = remote_pop() ?: weft__wsq_steal(&w->rq);
+        f = remote_pop() ?: yield_pop(w) ?: weft__wsq_steal(&w->rq);
         if (f)
             return f;
     }
-    f = weft__wsq_pop(&w->rq);
-    if (f)
-        return f;
-    f = remote_pop();
+    f = weft__wsq_pop(&w->rq) ?: remote_pop() ?: yield_pop(w);
     if (f)
         return f;
     /* Dry: finish what the fibers that just ran batched, which may also
@@ -830,6 +899,8 @@ int weft_fiber_shutdown(void)
         return -EPERM;
     pthread_mutex_lock(&sched.init_lock);
     if (sched.state != RT_RUNNING) {
+        /* No workers to stop, but timers may have been used on their own. */
+        weft__timer_shutdown();
         sched.state = RT_STOPPED;
         pthread_mutex_unlock(&sched.init_lock);
         return 0;
@@ -884,7 +955,7 @@ int64_t weft__sched_monitor(void)
         /* One fiber has run since the last tick: work queued behind it, or
          * I/O nobody polls, waits for it. */
         if (ns == v->mon_nsched &&
-            (weft__wsq_size(&v->rq) > 0 ||
+            (queued(v) > 0 ||
              (__atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED) &&
               !__atomic_load_n(&sched.poller_busy, __ATOMIC_RELAXED))))
             wake = true;

@@ -170,12 +170,26 @@ void weft_sem_post(weft_sem_t *s, int n)
     weft_butex_wake(&s->value, n);
 }
 
-/* ---- rwlock ---- */
+/* ---- rwlock ----
+ *
+ * Waiters sleep on `seq`, not on `state`: state can leave a value and come
+ * back to it (a writer takes and releases a free lock) between a waiter's
+ * look and its sleep, and a waiter sleeping on the old value would miss
+ * that release. seq only grows: every release that may let someone in
+ * bumps it after changing state.
+ */
 
 void weft_rwlock_init(weft_rwlock_t *rw)
 {
     rw->state = 0;
     rw->writers_waiting = 0;
+    rw->seq = 0;
+}
+
+static void rwlock_released(weft_rwlock_t *rw)
+{
+    __atomic_fetch_add(&rw->seq, 1, __ATOMIC_RELEASE);
+    weft_butex_wake_all(&rw->seq);
 }
 
 int weft_rwlock_tryrdlock(weft_rwlock_t *rw)
@@ -192,13 +206,11 @@ int weft_rwlock_tryrdlock(weft_rwlock_t *rw)
 int weft_rwlock_timedrdlock(weft_rwlock_t *rw, int64_t deadline_ns)
 {
     for (;;) {
+        int32_t seq = __atomic_load_n(&rw->seq, __ATOMIC_ACQUIRE);
         if (weft_rwlock_tryrdlock(rw) == 0)
             return 0;
-        int32_t s = __atomic_load_n(&rw->state, __ATOMIC_ACQUIRE);
-        if (s >= 0 && __atomic_load_n(&rw->writers_waiting, __ATOMIC_ACQUIRE) == 0)
-            continue;
-        if (weft_butex_wait(&rw->state, s, deadline_ns) == -ETIMEDOUT)
-            return -ETIMEDOUT;
+        if (weft_butex_wait(&rw->seq, seq, deadline_ns) == -ETIMEDOUT)
+            return weft_rwlock_tryrdlock(rw) == 0 ? 0 : -ETIMEDOUT;
     }
 }
 
@@ -222,18 +234,18 @@ int weft_rwlock_timedwrlock(weft_rwlock_t *rw, int64_t deadline_ns)
         return 0;
     __atomic_fetch_add(&rw->writers_waiting, 1, __ATOMIC_SEQ_CST);
     for (;;) {
+        int32_t seq = __atomic_load_n(&rw->seq, __ATOMIC_ACQUIRE);
         if (weft_rwlock_trywrlock(rw) == 0) {
             __atomic_fetch_sub(&rw->writers_waiting, 1, __ATOMIC_SEQ_CST);
             return 0;
         }
-        int32_t s = __atomic_load_n(&rw->state, __ATOMIC_ACQUIRE);
-        if (s == 0)
-            continue;
-        if (weft_butex_wait(&rw->state, s, deadline_ns) == -ETIMEDOUT) {
+        if (weft_butex_wait(&rw->seq, seq, deadline_ns) == -ETIMEDOUT) {
+            int rc = weft_rwlock_trywrlock(rw) == 0 ? 0 : -ETIMEDOUT;
             __atomic_fetch_sub(&rw->writers_waiting, 1, __ATOMIC_SEQ_CST);
-            /* Readers may be waiting only because we were. */
-            weft_butex_wake_all(&rw->state);
-            return -ETIMEDOUT;
+            /* Readers may have waited only because we did. */
+            if (rc != 0)
+                rwlock_released(rw);
+            return rc;
         }
     }
 }
@@ -248,8 +260,8 @@ void weft_rwlock_unlock(weft_rwlock_t *rw)
     int32_t s = __atomic_load_n(&rw->state, __ATOMIC_RELAXED);
     if (s == -1) {
         __atomic_store_n(&rw->state, 0, __ATOMIC_RELEASE);
-        weft_butex_wake_all(&rw->state);
+        rwlock_released(rw);
     } else if (__atomic_sub_fetch(&rw->state, 1, __ATOMIC_RELEASE) == 0) {
-        weft_butex_wake_all(&rw->state);
+        rwlock_released(rw);
     }
 }

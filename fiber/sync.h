@@ -68,8 +68,9 @@ int weft_sem_timedwait(weft_sem_t *s, int64_t deadline_ns); /* 0 or -ETIMEDOUT *
 typedef struct weft_rwlock {
     int32_t state;           /* readers holding it, or -1 for a writer */
     int32_t writers_waiting;
+    int32_t seq;             /* waiters sleep on it; bumped at each release */
 } weft_rwlock_t;
-#define WEFT_RWLOCK_INITIALIZER {0, 0}
+#define WEFT_RWLOCK_INITIALIZER {0, 0, 0}
 
 void weft_rwlock_init(weft_rwlock_t *rw);
 void weft_rwlock_rdlock(weft_rwlock_t *rw);

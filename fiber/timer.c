@@ -34,6 +34,7 @@ enum {
     T_STATE_MASK = 0xff,
     T_CANCEL_REQ = 0x100, /* stop a periodic timer after this run */
     T_WAITER = 0x200,     /* someone sleeps on the low half */
+    T_RAN = 0x400,        /* a periodic timer that has run at least once */
 };
 
 typedef struct entry {
@@ -161,8 +162,9 @@ static void entry_run(entry_t *e, int64_t now)
 {
     uint64_t vs = __atomic_load_n(&e->vs, __ATOMIC_ACQUIRE);
     uint32_t ver = vs_version(vs);
-    if (vs_low(vs) != T_PENDING ||
-        !__atomic_compare_exchange_n(&e->vs, &vs, make_vs(ver, T_RUNNING), false,
+    if ((vs_low(vs) & T_STATE_MASK) != T_PENDING ||
+        !__atomic_compare_exchange_n(&e->vs, &vs, make_vs(ver, T_RUNNING | (vs_low(vs) & T_RAN)),
+                                     false,
                                      __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         entry_recycle(e); /* cancelled */
         return;
@@ -176,7 +178,8 @@ static void entry_run(entry_t *e, int64_t now)
             do
                 e->deadline += e->interval;
             while (e->deadline <= now);
-            uint64_t old = __atomic_exchange_n(&e->vs, make_vs(ver, T_PENDING), __ATOMIC_ACQ_REL);
+            uint64_t old =
+                __atomic_exchange_n(&e->vs, make_vs(ver, T_PENDING | T_RAN), __ATOMIC_ACQ_REL);
             if (vs_low(old) & T_CANCEL_REQ) {
                 /* Cancelled between our load and the exchange. */
                 __atomic_store_n(&e->vs, old, __ATOMIC_RELAXED);
@@ -207,7 +210,8 @@ static void pull_buckets(void)
         weft__spin_unlock(&b->lock);
         while (e) {
             entry_t *next = e->next;
-            if (vs_low(__atomic_load_n(&e->vs, __ATOMIC_ACQUIRE)) != T_PENDING || !heap_push(e))
+            if ((vs_low(__atomic_load_n(&e->vs, __ATOMIC_ACQUIRE)) & T_STATE_MASK) != T_PENDING ||
+                !heap_push(e))
                 entry_recycle(e); /* cancelled already, or no memory: drop */
             e = next;
         }
@@ -363,7 +367,7 @@ int weft_timer_cancel(weft_timer_id_t id)
         case T_PENDING:
             if (__atomic_compare_exchange_n(&e->vs, &vs, make_vs(ver, T_CANCELLED), false,
                                             __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
-                return WEFT_TIMER_CANCELLED;
+                return (low & T_RAN) ? WEFT_TIMER_RAN : WEFT_TIMER_CANCELLED;
             continue;
         case T_RUNNING: {
             if (tls_running == e) {

@@ -3,9 +3,10 @@
  *
  * The owner pushes and pops at the bottom (LIFO: the fiber readied last runs
  * next, while its data is still in cache); thieves take from the top (FIFO:
- * the oldest work, the least likely to be hot anywhere). One addition to the
- * classic deque: the owner may also push at the top, for work that should
- * wait behind everything else here (a fiber that yields). Owner operations
+ * the oldest work, the least likely to be hot anywhere). The deque is safe
+ * against a thief stalled in the middle of a steal only because `top` never
+ * goes down: do not add an operation that lowers it (tests/fiber/
+ * test_wsq_race.c shows what breaks). Owner operations
  * touch no shared cache line unless the deque is nearly empty; a steal is one
  * CAS. Memory orders follow Lê, Pop, Cohen and Zappa Nardelli, "Correct and
  * Efficient Work-Stealing for Weak Memory Models" (PPoPP 2013), with the
@@ -51,24 +52,6 @@ static inline bool weft__wsq_push(weft__wsq_t *q, void *item)
     __atomic_store_n(&q->buf[b & q->mask], item, __ATOMIC_RELAXED);
     __atomic_store_n(&q->bottom, b + 1, __ATOMIC_RELEASE);
     return true;
-}
-
-/* Owner only: puts item at the top, where the owner will reach it last and
- * thieves first (a yielding fiber goes there). False when full. The slot
- * below the top is free, so it is written before the CAS publishes it; a
- * thief that read the old top fails its own CAS and retries. */
-static inline bool weft__wsq_push_top(weft__wsq_t *q, void *item)
-{
-    int64_t t = __atomic_load_n(&q->top, __ATOMIC_ACQUIRE);
-    for (;;) {
-        int64_t b = __atomic_load_n(&q->bottom, __ATOMIC_RELAXED);
-        if (b - t > q->mask)
-            return false;
-        __atomic_store_n(&q->buf[(t - 1) & q->mask], item, __ATOMIC_RELAXED);
-        if (__atomic_compare_exchange_n(&q->top, &t, t - 1, false, __ATOMIC_SEQ_CST,
-                                        __ATOMIC_ACQUIRE))
-            return true;
-    }
 }
 
 /* Owner only. NULL when empty. */
