@@ -151,9 +151,8 @@ static uint32_t crc_sw(uint32_t crc, const uint8_t *p, size_t n)
 #if HAVE_HW
 /* Folds len bytes (a multiple of 8) at p into crc0 as three streams of
  * stride bytes each, for as long as three strides remain. */
-__attribute__((target("sse4.2"))) static uint64_t hw_triple(uint64_t crc0, const uint8_t **pp,
-                                                            size_t *np, size_t stride,
-                                                            uint32_t tab[4][256])
+__attribute__((target("sse4.2"), always_inline)) static inline uint64_t
+hw_triple(uint64_t crc0, const uint8_t **pp, size_t *np, size_t stride, uint32_t tab[4][256])
 {
     const uint8_t *p = *pp;
     size_t n = *np;
@@ -181,8 +180,10 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uin
     /* Aligned 8-byte loads never straddle a cache line. */
     for (; n && ((uintptr_t)p & 7); n--)
         c = _mm_crc32_u8((uint32_t)c, *p++);
-    c = hw_triple(c, &p, &n, LONG_STRIDE, shift_long);
-    c = hw_triple(c, &p, &n, SHORT_STRIDE, shift_short);
+    if (n >= 3 * SHORT_STRIDE) {
+        c = hw_triple(c, &p, &n, LONG_STRIDE, shift_long);
+        c = hw_triple(c, &p, &n, SHORT_STRIDE, shift_short);
+    }
     for (; n >= 8; n -= 8, p += 8) {
         uint64_t w;
         memcpy(&w, p, 8);

@@ -65,6 +65,28 @@ static const ProtobufCMessageDescriptor *submessage(const ProtobufCMessageDescri
     return f && f->type == PROTOBUF_C_TYPE_MESSAGE ? f->descriptor : NULL;
 }
 
+/* Size of the value that follows a tag of wire type `wire`, within the rem
+ * bytes at p; for a length-delimited value *hdr is the size of its length
+ * prefix (else 0). 0 if the value is malformed: no value is empty. */
+static size_t value_size(unsigned wire, const uint8_t *p, size_t rem, size_t *hdr)
+{
+    uint64_t v;
+    *hdr = 0;
+    switch (wire) {
+    case WIRE_VARINT:
+        return read_varint(p, rem, MAX_VARINT_BYTES, &v);
+    case WIRE_64BIT:
+        return rem >= 8 ? 8 : 0;
+    case WIRE_32BIT:
+        return rem >= 4 ? 4 : 0;
+    case WIRE_LENGTH:
+        *hdr = read_varint(p, rem, MAX_LENGTH_BYTES, &v);
+        return *hdr && v <= INT_MAX && v <= rem - *hdr ? *hdr + (size_t)v : 0;
+    default: /* 3 and 4 (groups), 6 and 7: protobuf-c refuses them too */
+        return 0;
+    }
+}
+
 /* Reads the field at *pos in a message of type desc ending at end. A
  * message field leaves *pos at the start of its bytes, with *sub set to its
  * type and *sub_end to where they end; any other field is skipped whole and
@@ -74,49 +96,23 @@ static int next_field(const ProtobufCMessageDescriptor *desc, const uint8_t *dat
 {
     const uint8_t *p = data + *pos;
     size_t rem = end - *pos;
-    uint64_t tag, v;
+    uint64_t tag;
     size_t n = read_varint(p, rem, MAX_TAG_BYTES, &tag);
     if (n == 0 || p[0] < 8) /* p[0] < 8: field 0, refused by protobuf-c */
         return -EINVAL;
-    *sub = submessage(desc, (uint32_t)(tag >> 3));
-    p += n;
-    rem -= n;
     unsigned wire = tag & 7;
-    if (*sub && wire != WIRE_LENGTH)
+    size_t hdr, size = value_size(wire, p + n, rem - n, &hdr);
+    if (size == 0)
         return -EINVAL;
-    switch (wire) {
-    case WIRE_VARINT: {
-        size_t k = read_varint(p, rem, MAX_VARINT_BYTES, &v);
-        if (k == 0)
-            return -EINVAL;
-        n += k;
-        break;
+    *sub = submessage(desc, (uint32_t)(tag >> 3));
+    if (!*sub) {
+        *pos += n + size;
+        return 0;
     }
-    case WIRE_64BIT:
-    case WIRE_32BIT: {
-        size_t k = wire == WIRE_64BIT ? 8 : 4;
-        if (rem < k)
-            return -EINVAL;
-        n += k;
-        break;
-    }
-    case WIRE_LENGTH: {
-        size_t h = read_varint(p, rem, MAX_LENGTH_BYTES, &v);
-        if (h == 0 || v > INT_MAX || v > rem - h)
-            return -EINVAL;
-        n += h;
-        if (*sub) {
-            *pos += n;
-            *sub_end = *pos + v;
-            return 0;
-        }
-        n += v;
-        break;
-    }
-    default: /* 3 and 4 (groups), 6 and 7: protobuf-c refuses them too */
+    if (wire != WIRE_LENGTH) /* protobuf-c refuses it too */
         return -EINVAL;
-    }
-    *pos += n;
+    *sub_end = *pos + n + size;
+    *pos += n + hdr;
     return 0;
 }
 

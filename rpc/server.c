@@ -27,6 +27,7 @@
 #include "fiber/sync.h"
 #include "fiber/timer.h"
 #include "net/acceptor.h"
+#include "rpc/codec_internal.h"
 
 enum { S_NEW, S_RUNNING, S_STOPPING, S_STOPPED };
 enum { AUTH_UNKNOWN, AUTH_OK, AUTH_FAILED };
@@ -78,6 +79,9 @@ int weft_server_new(weft_server_t **out, const weft_server_options_t *opts)
         s->opts.max_body_size = WEFT__DEFAULT_MAX_BODY;
     if (s->opts.max_nesting <= 0)
         s->opts.max_nesting = 64;
+    /* The nesting check walks at most WEFT__PB_CHECK_MAX_DEPTH levels. */
+    if (s->opts.max_nesting > WEFT__PB_CHECK_MAX_DEPTH)
+        s->opts.max_nesting = WEFT__PB_CHECK_MAX_DEPTH;
     weft_mutex_init(&s->lock);
     *out = s;
     return 0;

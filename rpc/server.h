@@ -52,7 +52,7 @@ typedef struct weft_server_options {
     int idle_timeout_s;            /* close connections idle this long; 0: never */
     int read_timeout_ms;           /* close a connection whose request stays
                                       incomplete this long; 0: never */
-    int max_nesting;               /* deepest message nesting accepted; 0: 64 */
+    int max_nesting;               /* deepest message nesting accepted; 0: 64, at most 100 */
     weft_authenticate_fn *authenticate; /* NULL: no authentication */
     void *auth_arg;
 } weft_server_options_t;
