@@ -152,6 +152,16 @@ weft__stack_t *weft__stack_get(int cls, size_t bytes)
 void weft__stack_put(weft__stack_t *s)
 {
     int cls = s->cls;
+#ifdef WEFT_TSAN
+    /* A fiber never returns from its entry, so each one leaves frames on
+     * TSan's shadow stack of this context: start a fresh one now and then
+     * before they pile up. */
+    if (++s->tsan_uses >= 256) {
+        __tsan_destroy_fiber(s->tsan_fiber);
+        s->tsan_fiber = __tsan_create_fiber(0);
+        s->tsan_uses = 0;
+    }
+#endif
 #ifdef WEFT_ASAN
     /* Frames that never returned (the fiber's entry) left poisoned redzones;
      * the next fiber on this stack must start clean. */

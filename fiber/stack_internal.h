@@ -20,6 +20,7 @@ struct weft__stack {
     weft__stack_t *next; /* in a free list */
 #ifdef WEFT_TSAN
     void *tsan_fiber;    /* ThreadSanitizer's context for code on this stack */
+    int tsan_uses;       /* fibers that ran on it since the context was made */
 #endif
 };
 

@@ -80,7 +80,7 @@ struct weft_socket {
     uint64_t vref;          /* version << 32 | references */
     uint32_t slot;
     int fd;
-    int32_t error;          /* why it failed; set before the version says so */
+    int32_t error;          /* why it failed; set by whoever failed it */
     bool client;
     const weft_socket_handler_t *handler;
     void *user;
@@ -202,18 +202,16 @@ static void bump_and_wake(int32_t *word)
 
 static int socket_fail(weft_socket_t *s, uint32_t version, int error)
 {
-    /* The reason goes in first, so whoever sees the socket failed also sees
-     * why; if another failer wins the race below, the first reason stays. */
-    int32_t none = 0;
-    __atomic_compare_exchange_n(&s->error, &none, error ? error : EINVAL, false,
-                                __ATOMIC_RELEASE, __ATOMIC_RELAXED);
     uint64_t v = __atomic_load_n(&s->vref, __ATOMIC_RELAXED);
     do {
         if (vref_version(v) != version)
             return -ESRCH;
     } while (!__atomic_compare_exchange_n(&s->vref, &v, make_vref(version + 1, vref_nref(v)), false,
                                           __ATOMIC_ACQ_REL, __ATOMIC_RELAXED));
-    /* We won: the creation reference is ours to drop, and keeps s alive. */
+    /* We won: the creation reference is ours to drop, and keeps s alive.
+     * Only the winner records the reason (a stale caller must never touch a
+     * socket that reused the slot); readers wait the instant it takes. */
+    __atomic_store_n(&s->error, error ? error : EINVAL, __ATOMIC_RELEASE);
     shutdown(s->fd, SHUT_RDWR);
     bump_and_wake(&s->epollout);
     bump_and_wake(&s->quiesce);
@@ -246,7 +244,15 @@ bool weft_socket_failed(const weft_socket_t *s)
 
 int weft_socket_error(const weft_socket_t *s)
 {
-    return weft_socket_failed(s) ? __atomic_load_n(&s->error, __ATOMIC_ACQUIRE) : 0;
+    for (;;) {
+        if (!weft_socket_failed(s))
+            return 0;
+        int e = __atomic_load_n(&s->error, __ATOMIC_ACQUIRE);
+        if (e)
+            return e;
+        /* Failed an instant ago: the winner is about to store why. */
+        weft__cpu_relax();
+    }
 }
 
 int weft_socket_fd(const weft_socket_t *s)
@@ -615,10 +621,12 @@ static wreq_t *link_pushed(weft_socket_t *s, wreq_t *tail)
 static wreq_t *next_request(weft_socket_t *s, wreq_t *cur)
 {
     if (!cur->next) {
+        /* Cleared while still the owner: the moment the CAS gives ownership
+         * up, a new owner may set it. */
+        s->write_tail = NULL;
         wreq_t *expected = cur;
         if (__atomic_compare_exchange_n(&s->write_head, &expected, NULL, false, __ATOMIC_ACQ_REL,
                                         __ATOMIC_ACQUIRE)) {
-            s->write_tail = NULL;
             bump_and_wake(&s->quiesce);
             return NULL;
         }
