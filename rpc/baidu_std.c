@@ -216,6 +216,7 @@ typedef struct server_call {
     weft_closure_t done;
     weft__arena_t arena;
     weft_socket_t *socket;          /* referenced until the reply is written */
+    weft__server_conn_t *conn;      /* the socket's user: lives as long */
     weft_server_t *server;
     int64_t correlation_id;
     const weft__method_t *method;
@@ -230,7 +231,7 @@ typedef struct server_call {
 static void server_call_free(server_call_t *sc)
 {
     if (sc->entered)
-        weft__server_leave(sc->server, weft_controller_failed(&sc->cntl));
+        weft__server_leave(sc->conn, weft_controller_failed(&sc->cntl));
     weft_socket_dereference(sc->socket);
     if (sc->meta)
         weft__baidu__rpc_meta__free_unpacked(sc->meta, NULL);
@@ -346,7 +347,8 @@ static server_call_t *server_call_new(weft__rpc_msg_t *msg)
     sc->done.run = reply_done;
     sc->socket = msg->base.socket;
     weft_socket_ref(sc->socket);
-    sc->server = weft__conn_server(weft_socket_user(sc->socket));
+    sc->conn = weft_socket_user(sc->socket);
+    sc->server = weft__conn_server(sc->conn);
     sc->cntl.remote = *weft_socket_remote(sc->socket);
     sc->cntl.start_ns = msg->received_ns;
     return sc;
@@ -400,12 +402,19 @@ static void process_request(weft__rpc_msg_t *msg)
     sc->correlation_id = meta->correlation_id;
     fill_request_info(sc, meta);
     weft_server_t *server = sc->server;
+    /* The credential is judged on the first request of the connection,
+     * whatever becomes of that request (brpc clients send it only once);
+     * a refusal is reported where the spec places it, at step 7. */
+    int auth = weft__server_authenticate(
+        server, sock, meta->has_authentication_data ? meta->authentication_data.data : NULL,
+        meta->has_authentication_data ? meta->authentication_data.len : 0, &sc->cntl.auth_ctx);
 
     if (weft__server_stopping(server)) {
+        weft__server_count_refused(server);
         reply_error(sc, WEFT_ELOGOFF, "the server is stopping");
         goto out;
     }
-    if (!weft__server_enter(server)) {
+    if (!weft__server_enter(sc->conn)) {
         reply_error(sc, WEFT_ELIMIT, "the server's concurrency limit is reached");
         goto out;
     }
@@ -438,11 +447,7 @@ static void process_request(weft__rpc_msg_t *msg)
         reply_error(sc, WEFT_EREQUEST, why);
         goto out;
     }
-    if (weft__server_authenticate(server, sock,
-                                  meta->has_authentication_data ? meta->authentication_data.data
-                                                                : NULL,
-                                  meta->has_authentication_data ? meta->authentication_data.len : 0,
-                                  &sc->cntl.auth_ctx) != 0) {
+    if (auth != 0) {
         sc->close_after = true;
         reply_error(sc, WEFT_ERPCAUTH, "authentication failed");
         goto out;
@@ -572,7 +577,11 @@ static void process_response(weft__rpc_msg_t *msg)
     weft_controller_t *cntl = call->cntl;
     int code = meta->response && meta->response->has_error_code ? meta->response->error_code : 0;
     if (code != 0) {
-        weft__call_complete(call, code, meta->response->error_text);
+        /* A server stopping or at its limit is worth another attempt. */
+        if (weft__call_retriable(code))
+            weft__call_attempt_failed(call, weft_socket_id(sock), code, meta->response->error_text);
+        else
+            weft__call_complete(call, code, meta->response->error_text);
         weft__baidu__rpc_meta__free_unpacked(meta, NULL);
         goto out;
     }
@@ -593,7 +602,8 @@ static void process_response(weft__rpc_msg_t *msg)
     else
         call->response = decode_message(meta, &body,
                                         call->service->methods[call->method_index].output,
-                                        WEFT__DEFAULT_MAX_BODY, 64, NULL, &why);
+                                        WEFT__DEFAULT_MAX_BODY, WEFT__PB_CHECK_MAX_DEPTH, NULL,
+                                        &why);
     weft_iobuf_clear(&body);
     weft__baidu__rpc_meta__free_unpacked(meta, NULL);
     weft__call_complete(call, why ? WEFT_EREQUEST : 0, why);

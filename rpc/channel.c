@@ -21,6 +21,7 @@
 #include "rpc/rpc_internal.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,8 +78,7 @@ struct weft_channel {
     uint32_t rr;
     bool random;
     void *auth;                  /* our copy of opts.auth_data */
-    int64_t async_calls;         /* not yet finished */
-    int32_t async_seq;           /* butex bumped when one finishes */
+    int32_t async_calls;         /* butex: asynchronous calls not yet done */
 };
 
 /* Per-call state beyond the protocol's view (weft__call_t). */
@@ -169,10 +169,12 @@ static void conn_failed(weft_socket_t *s)
         weft_mutex_unlock(&conn->lock);
         if (n == 0)
             return;
+        char text[128];
+        snprintf(text, sizeof(text), "the connection failed: %s", weft_strerror(error));
         for (int i = 0; i < n; i++) {
             weft__call_t *c = weft__call_lock(ids[i]);
             if (c)
-                weft__call_attempt_failed(c, sid, error == WEFT_EEOF ? WEFT_EFAILEDSOCKET : error);
+                weft__call_attempt_failed(c, sid, WEFT_EFAILEDSOCKET, text);
         }
     }
 }
@@ -322,6 +324,21 @@ static void put_socket(weft_channel_t *ch, weft_socket_t *s, bool healthy)
     (void)healthy;
 }
 
+/* The node a call's previous attempt went to, if any. */
+static node_t *previous_node(const weft__call_t *c)
+{
+    node_t *n = NULL;
+    weft_socket_t *s = c->attempts > 0 && c->sockets[0] ? weft_socket_address(c->sockets[0]) : NULL;
+    if (s) {
+        n = ((client_conn_t *)weft_socket_user(s))->node;
+        weft_socket_dereference(s);
+    }
+    return n;
+}
+
+/* The load balancer: round robin (or random) over the nodes, skipping those
+ * backing off after a failed connect and, for a second attempt, the node
+ * of the first, as long as another node is left. */
 static node_t *pick_node(weft_channel_t *ch, const weft__call_t *c)
 {
     if (ch->nnodes == 1)
@@ -329,27 +346,27 @@ static node_t *pick_node(weft_channel_t *ch, const weft__call_t *c)
     uint32_t i = __atomic_fetch_add(&ch->rr, 1, __ATOMIC_RELAXED);
     if (ch->random)
         i = (uint32_t)((weft_cycles() ^ (weft_cycles() >> 17)) * 0x9E3779B1u >> 7);
-    node_t *n = &ch->nodes[i % (uint32_t)ch->nnodes];
-    /* A second attempt prefers another server than the first. */
-    if (c->attempts > 0 && c->sockets[0]) {
-        weft_socket_t *s = weft_socket_address(c->sockets[0]);
-        if (s) {
-            client_conn_t *conn = weft_socket_user(s);
-            if (conn->node == n)
-                n = &ch->nodes[(i + 1) % (uint32_t)ch->nnodes];
-            weft_socket_dereference(s);
-        }
+    node_t *avoid = previous_node(c), *fallback = NULL;
+    int64_t now = weft_clock_ns();
+    for (int k = 0; k < ch->nnodes; k++) {
+        node_t *n = &ch->nodes[(i + (uint32_t)k) % (uint32_t)ch->nnodes];
+        bool backing_off = __atomic_load_n(&n->retry_after_ns, __ATOMIC_RELAXED) > now;
+        if (!backing_off && n != avoid)
+            return n;
+        if (!fallback || (fallback == avoid && n != avoid))
+            fallback = n;
     }
-    return n;
+    return fallback;
 }
 
 /* ---- sending ---- */
 
-static bool retriable(int error)
+bool weft__call_retriable(int error)
 {
     switch (error) {
     case WEFT_EFAILEDSOCKET:
     case WEFT_ELOGOFF:
+    case WEFT_ELIMIT:
     case WEFT_EEOF:
     case ECONNREFUSED:
     case ECONNRESET:
@@ -394,7 +411,10 @@ static void send_attempt(uint64_t id)
         return;
     }
     if (rc != 0) {
-        weft__call_attempt_failed(c, 0, -rc);
+        char text[160], ep[WEFT_ENDPOINT_STRLEN];
+        snprintf(text, sizeof(text), "cannot connect to %s: %s",
+                 weft_endpoint_format(&node->ep, ep, sizeof(ep)), weft_strerror(rc));
+        weft__call_attempt_failed(c, 0, -rc, text);
         return;
     }
     call_ext_t *cx = (call_ext_t *)c;
@@ -416,9 +436,9 @@ static void send_attempt(uint64_t id)
         rc = weft_socket_write(s, &frame, NULL);
     weft_iobuf_clear(&frame);
     if (rc != 0) {
-        weft__call_attempt_failed(c, weft_socket_id(s), rc == -WEFT_EOVERCROWDED
-                                                            ? WEFT_EOVERCROWDED
-                                                            : WEFT_EFAILEDSOCKET);
+        weft__call_attempt_failed(c, weft_socket_id(s),
+                                  rc == -WEFT_EOVERCROWDED ? WEFT_EOVERCROWDED : WEFT_EFAILEDSOCKET,
+                                  weft_strerror(rc));
         return;
     }
     weft__call_unlock(c);
@@ -454,21 +474,41 @@ static void call_free(weft__call_t *c)
     weft_pool_put(&call_pool, c->slot);
 }
 
+/* Runs an asynchronous call's done. done may free the controller (the
+ * usual thing to do), so after it returns only the call object (pool
+ * memory, never freed) and the channel's counter are touched. Joiners wait
+ * on the call's join_seq; one calling from inside done does not wait. */
 static void async_done_fiber(void *arg)
 {
     weft__call_t *c = arg;
     weft_channel_t *ch = c->channel;
-    weft_controller_t *cntl = c->cntl;
-    weft_call_done_fn *done = c->done;
-    void *done_arg = c->done_arg;
-    ProtobufCMessage *resp = c->response;
+    c->done_fiber = weft_fiber_self();
+    c->done(c->cntl, c->response, c->done_arg);
+    c->done_fiber = 0;
+    /* Before the slot can carry a new call, whose joiners start from the
+     * value they read then. */
+    __atomic_fetch_add(&c->join_seq, 1, __ATOMIC_RELEASE);
+    weft_butex_wake_all(&c->join_seq);
     call_free(c);
-    done(cntl, resp, done_arg);
-    __atomic_store_n(&cntl->call_done, 1, __ATOMIC_RELEASE);
-    weft_butex_wake_all(&cntl->call_done);
-    __atomic_fetch_sub(&ch->async_calls, 1, __ATOMIC_ACQ_REL);
-    __atomic_fetch_add(&ch->async_seq, 1, __ATOMIC_RELEASE);
-    weft_butex_wake_all(&ch->async_seq);
+    /* The last touch of the channel: weft_channel_free may free it as soon
+     * as it reads zero (waking a freed word's waiters only hashes its
+     * address). */
+    if (__atomic_sub_fetch(&ch->async_calls, 1, __ATOMIC_ACQ_REL) == 0)
+        weft_butex_wake_all(&ch->async_calls);
+}
+
+int weft_controller_join(weft_controller_t *cntl)
+{
+    uint64_t id = cntl->call_id;
+    if (!id)
+        return 0;
+    weft__call_t *c = weft_pool_at(&call_pool, (uint32_t)id);
+    if (c->done_fiber && c->done_fiber == weft_fiber_self())
+        return 0; /* from inside its own done: nothing to wait for */
+    int32_t expect = cntl->join_expect;
+    while (__atomic_load_n(&c->join_seq, __ATOMIC_ACQUIRE) == expect)
+        weft_butex_wait(&c->join_seq, expect, -1);
+    return 0;
 }
 
 void weft__call_complete(weft__call_t *c, int error, const char *text)
@@ -504,7 +544,7 @@ void weft__call_complete(weft__call_t *c, int error, const char *text)
     weft_butex_wake_all(&c->finished);
 }
 
-void weft__call_attempt_failed(weft__call_t *c, uint64_t socket, int error)
+void weft__call_attempt_failed(weft__call_t *c, uint64_t socket, int error, const char *text)
 {
     call_ext_t *cx = (call_ext_t *)c;
     int pending = 0;
@@ -524,14 +564,14 @@ void weft__call_attempt_failed(weft__call_t *c, uint64_t socket, int error)
         return;
     }
     bool time_left = c->deadline_ns < 0 || weft_clock_ns() < c->deadline_ns;
-    if (retriable(error) && cx->retries < c->max_retries && time_left) {
+    if (weft__call_retriable(error) && cx->retries < c->max_retries && time_left) {
         cx->retries++;
         uint64_t id = weft__call_id(c);
         weft__call_unlock(c);
         start_attempt_fiber(id);
         return;
     }
-    weft__call_complete(c, error, NULL);
+    weft__call_complete(c, error, text);
 }
 
 /* ---- timers ---- */
@@ -603,9 +643,11 @@ static int call_start(weft_channel_t *ch, const call_target_t *t, weft_controlle
         return ENOMEM;
     weft__call_t *c = &cx->base;
     uint32_t version = c->version;
+    int32_t join_seq = c->join_seq; /* only grows: joiners of past calls wait on it */
     memset((char *)cx + offsetof(weft__call_t, lock), 0,
            sizeof(*cx) - offsetof(weft__call_t, lock));
     c->version = version;
+    c->join_seq = join_seq;
     c->slot = slot;
     c->channel = ch;
     c->cntl = cntl;
@@ -627,8 +669,6 @@ static int call_start(weft_channel_t *ch, const call_target_t *t, weft_controlle
         call_free(c);
         return rc == -ENOMEM ? ENOMEM : WEFT_EREQUEST;
     }
-    cntl->call_id = weft__call_id(c);
-    __atomic_store_n(&cntl->call_done, 0, __ATOMIC_RELEASE);
     *out = c;
     return 0;
 }
@@ -650,6 +690,8 @@ static int call_sync(weft_channel_t *ch, const call_target_t *t, weft_controller
         return rc;
     }
     uint64_t id = weft__call_id(c);
+    cntl->call_id = id; /* for weft_controller_cancel() from another fiber */
+    cntl->join_expect = __atomic_load_n(&c->join_seq, __ATOMIC_ACQUIRE);
     int64_t deadline = c->deadline_ns;
     int64_t backup = ch->opts.backup_request_ms >= 0
                          ? cntl->start_ns + ch->opts.backup_request_ms * WEFT_NS_PER_MS
@@ -674,8 +716,10 @@ static int call_sync(weft_channel_t *ch, const call_target_t *t, weft_controller
     }
     *response = c->response;
     rc = cntl->error_code;
+    cntl->call_id = 0;
+    __atomic_fetch_add(&c->join_seq, 1, __ATOMIC_RELEASE);
+    weft_butex_wake_all(&c->join_seq);
     call_free(c);
-    __atomic_store_n(&cntl->call_done, 1, __ATOMIC_RELEASE);
     return rc;
 }
 
@@ -713,6 +757,8 @@ int weft_channel_call_async(weft_channel_t *ch, const ProtobufCServiceDescriptor
     uint64_t id = weft__call_id(c);
     c->done = done;
     c->done_arg = arg;
+    cntl->call_id = id;
+    cntl->join_expect = __atomic_load_n(&c->join_seq, __ATOMIC_ACQUIRE);
     __atomic_fetch_add(&ch->async_calls, 1, __ATOMIC_ACQ_REL);
     /* Timers are armed with the call locked, so they are recorded before
      * anything can complete the call and cancel them. */
@@ -724,7 +770,8 @@ int weft_channel_call_async(weft_channel_t *ch, const ProtobufCServiceDescriptor
                           cntl->start_ns + ch->opts.backup_request_ms * WEFT_NS_PER_MS, on_backup,
                           (void *)(uintptr_t)id);
     weft_mutex_unlock((weft_mutex_t *)&c->lock);
-    send_attempt(id);
+    /* Connecting may take up to connect_timeout_ms: not in the caller. */
+    start_attempt_fiber(id);
     return 0;
 }
 
@@ -819,12 +866,9 @@ void weft_channel_free(weft_channel_t *ch)
 {
     if (!ch)
         return;
-    for (;;) {
-        int32_t seq = __atomic_load_n(&ch->async_seq, __ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&ch->async_calls, __ATOMIC_ACQUIRE) == 0)
-            break;
-        weft_butex_wait(&ch->async_seq, seq, -1);
-    }
+    int32_t n;
+    while ((n = __atomic_load_n(&ch->async_calls, __ATOMIC_ACQUIRE)) != 0)
+        weft_butex_wait(&ch->async_calls, n, -1);
     for (int i = 0; i < ch->nnodes; i++) {
         node_t *n = &ch->nodes[i];
         if (n->single)

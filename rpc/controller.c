@@ -341,11 +341,3 @@ weft_controller_t *weft_controller_current(void)
     return weft_fiber_getspecific(current_key);
 }
 
-/* ---- asynchronous calls ---- */
-
-int weft_controller_join(weft_controller_t *c)
-{
-    while (!__atomic_load_n(&c->call_done, __ATOMIC_ACQUIRE) && c->call_id)
-        weft_butex_wait(&c->call_done, 0, -1);
-    return 0;
-}

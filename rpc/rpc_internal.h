@@ -10,6 +10,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "fiber/fiber.h"
 #include "net/socket.h"
 #include "rpc/channel.h"
 #include "rpc/controller.h"
@@ -63,8 +64,8 @@ struct weft_controller {
     /* server: memory of the request being handled */
     weft__arena_t *arena;
     /* client: the call in progress, for join and cancel */
-    uint64_t call_id;
-    int32_t call_done;             /* butex: 1 once no call is running */
+    uint64_t call_id;              /* 0 when no asynchronous call runs */
+    int32_t join_expect;           /* the call's join_seq when it started */
     void (*stub_done)(void);
     bool server_side;
 };
@@ -148,9 +149,12 @@ weft_server_t *weft__conn_server(const weft__server_conn_t *c);
 
 /* Steps of the server behaviour that do not depend on the protocol. */
 bool weft__server_stopping(const weft_server_t *s);
-/* Takes a concurrency slot; false (and nothing taken) past max_concurrency. */
-bool weft__server_enter(weft_server_t *s);
-void weft__server_leave(weft_server_t *s, bool failed);
+/* Counts a request in on its connection and takes a concurrency slot;
+ * false (nothing taken) past max_concurrency. leave() undoes it. */
+bool weft__server_enter(weft__server_conn_t *c);
+void weft__server_leave(weft__server_conn_t *c, bool failed);
+/* A request answered without entering (the server is stopping). */
+void weft__server_count_refused(weft_server_t *s);
 const weft__method_t *weft__server_find(const weft_server_t *s, const char *service,
                                         const char *method, int *error);
 int weft__server_max_nesting(const weft_server_t *s);
@@ -186,6 +190,8 @@ typedef struct weft__call {
     int attempts;                /* requests sent, backups included */
     int max_retries;
     int32_t finished;            /* butex for a synchronous caller */
+    int32_t join_seq;            /* bumped once an async call's done returned */
+    weft_fiber_t done_fiber;     /* the fiber running an async call's done */
     uint64_t timer;              /* deadline timer (async) */
     uint64_t backup_timer;
     uint64_t sockets[2];         /* connections the attempts went out on */
@@ -204,9 +210,14 @@ void weft__call_unlock(weft__call_t *c);
  * c->response set). Unlocks it. */
 void weft__call_complete(weft__call_t *c, int error, const char *text);
 
-/* With the call locked: the attempt on `socket` failed with `error`; retry
- * if the policy allows, else complete. Unlocks it. */
-void weft__call_attempt_failed(weft__call_t *c, uint64_t socket, int error);
+/* With the call locked: the attempt on `socket` (0: none was made) failed
+ * with `error`; retry if the policy allows, else complete with error and
+ * text. Unlocks it. */
+void weft__call_attempt_failed(weft__call_t *c, uint64_t socket, int error, const char *text);
+
+/* Errors a server answers that are worth another attempt (it is stopping,
+ * or busy): a response carrying one goes through attempt_failed. */
+bool weft__call_retriable(int error);
 
 /* The connection's authentication was accepted (a response came). */
 void weft__client_conn_authenticated(weft_socket_t *s);

@@ -23,6 +23,7 @@
 #include "fiber/butex.h"
 #include "fiber/clock.h"
 #include "fiber/error.h"
+#include "fiber/fiber.h"
 #include "fiber/log.h"
 #include "fiber/sync.h"
 #include "fiber/timer.h"
@@ -30,6 +31,9 @@
 #include "rpc/codec_internal.h"
 
 enum { S_NEW, S_RUNNING, S_STOPPING, S_STOPPED };
+
+/* How long join() lets queued replies drain before closing connections. */
+#define REPLY_DRAIN_NS (5 * WEFT_NS_PER_SEC)
 enum { AUTH_UNKNOWN, AUTH_OK, AUTH_FAILED };
 
 typedef struct service_entry {
@@ -46,6 +50,7 @@ struct weft__server_conn {
     void *auth_ctx;
     int64_t last_active_ns;
     int64_t partial_since_ns;         /* an incomplete request waits since */
+    int64_t inflight;                 /* requests being handled: not idle */
     weft__server_conn_t *next, **pprev;
 };
 
@@ -138,6 +143,19 @@ int weft_server_add_protoc_service(weft_server_t *s, ProtobufCService *service)
     return add_service(s, service->descriptor, NULL, NULL, service);
 }
 
+/* protoc-c's generated services keep one function pointer per method right
+ * after the ProtobufCService, and invoke_internal calls it unchecked: a
+ * method left NULL must be refused here, or it crashes the server. */
+static bool protoc_implements(const weft__method_t *m)
+{
+    if (!m->protoc)
+        return false;
+    if (m->protoc->invoke != protobuf_c_service_invoke_internal)
+        return true; /* a hand-written invoke answers for itself */
+    void (*const *fns)(void) = (void (*const *)(void))(m->protoc + 1);
+    return fns[m->index] != NULL;
+}
+
 const weft__method_t *weft__server_find(const weft_server_t *s, const char *service,
                                         const char *method, int *error)
 {
@@ -153,7 +171,7 @@ const weft__method_t *weft__server_find(const weft_server_t *s, const char *serv
         return NULL;
     }
     const weft__method_t *m = &e->methods[md - e->desc->methods];
-    if (!m->fn && !m->protoc) {
+    if (!m->fn && !protoc_implements(m)) {
         *error = WEFT_ENOMETHOD;
         return NULL;
     }
@@ -172,8 +190,9 @@ bool weft__server_stopping(const weft_server_t *s)
     return __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) >= S_STOPPING;
 }
 
-bool weft__server_enter(weft_server_t *s)
+bool weft__server_enter(weft__server_conn_t *c)
 {
+    weft_server_t *s = c->server;
     __atomic_fetch_add(&s->requests, 1, __ATOMIC_RELAXED);
     int64_t n = __atomic_add_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL);
     if (s->opts.max_concurrency > 0 && n > s->opts.max_concurrency) {
@@ -181,7 +200,14 @@ bool weft__server_enter(weft_server_t *s)
         __atomic_fetch_add(&s->errors, 1, __ATOMIC_RELAXED);
         return false;
     }
+    __atomic_fetch_add(&c->inflight, 1, __ATOMIC_RELAXED);
     return true;
+}
+
+void weft__server_count_refused(weft_server_t *s)
+{
+    __atomic_fetch_add(&s->requests, 1, __ATOMIC_RELAXED);
+    __atomic_fetch_add(&s->errors, 1, __ATOMIC_RELAXED);
 }
 
 static void bump_drained(weft_server_t *s)
@@ -190,10 +216,13 @@ static void bump_drained(weft_server_t *s)
     weft_butex_wake_all(&s->drained);
 }
 
-void weft__server_leave(weft_server_t *s, bool failed)
+void weft__server_leave(weft__server_conn_t *c, bool failed)
 {
+    weft_server_t *s = c->server;
     if (failed)
         __atomic_fetch_add(&s->errors, 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&c->last_active_ns, weft_clock_ns(), __ATOMIC_RELAXED);
+    __atomic_fetch_sub(&c->inflight, 1, __ATOMIC_RELAXED);
     if (__atomic_sub_fetch(&s->inflight, 1, __ATOMIC_ACQ_REL) == 0 && weft__server_stopping(s))
         bump_drained(s);
 }
@@ -260,7 +289,9 @@ static weft_socket_msg_t *conn_cut(weft_socket_t *sock, weft_iobuf_t *in, int *e
         return &msg->base;
     }
     if (rc == WEFT__PARSE_NEED_MORE) {
-        if (!__atomic_load_n(&c->partial_since_ns, __ATOMIC_RELAXED))
+        /* Only bytes of a request that has begun count: an empty buffer is
+         * a connection between requests, which is the idle timeout's. */
+        if (weft_iobuf_length(in) && !__atomic_load_n(&c->partial_since_ns, __ATOMIC_RELAXED))
             __atomic_store_n(&c->partial_since_ns, weft_clock_ns(), __ATOMIC_RELAXED);
         *error = 0;
         return NULL;
@@ -366,7 +397,8 @@ static void fail_conns(weft_server_t *s, bool (*pred)(const weft__server_conn_t 
 static bool conn_idle(const weft__server_conn_t *c, int64_t now)
 {
     int64_t limit = (int64_t)c->server->opts.idle_timeout_s * WEFT_NS_PER_SEC;
-    return limit > 0 && now - __atomic_load_n(&c->last_active_ns, __ATOMIC_RELAXED) > limit;
+    return limit > 0 && !__atomic_load_n(&c->inflight, __ATOMIC_RELAXED) &&
+           now - __atomic_load_n(&c->last_active_ns, __ATOMIC_RELAXED) > limit;
 }
 
 static bool conn_read_stalled(const weft__server_conn_t *c, int64_t now)
@@ -437,6 +469,32 @@ static void wait_until_zero(weft_server_t *s, int64_t *counter)
     }
 }
 
+static bool conn_has_unsent(const weft__server_conn_t *c, int64_t now)
+{
+    (void)now;
+    weft_socket_t *sock = weft_socket_address(c->id);
+    bool unsent = sock && weft_socket_unwritten(sock) > 0;
+    if (sock)
+        weft_socket_dereference(sock);
+    return unsent;
+}
+
+/* Waits until no connection holds unsent bytes, or the deadline passes (a
+ * client that stopped reading must not hold a server's join for ever). */
+static void wait_replies_sent(weft_server_t *s, int64_t deadline)
+{
+    while (weft_clock_ns() < deadline) {
+        bool unsent = false;
+        weft_mutex_lock(&s->lock);
+        for (weft__server_conn_t *c = s->conns; c && !unsent; c = c->next)
+            unsent = conn_has_unsent(c, 0);
+        weft_mutex_unlock(&s->lock);
+        if (!unsent)
+            return;
+        weft_fiber_usleep(1000);
+    }
+}
+
 int weft_server_join(weft_server_t *s)
 {
     if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == S_NEW)
@@ -447,6 +505,9 @@ int weft_server_join(weft_server_t *s)
         weft_timer_cancel(s->sweep_timer);
         s->sweep_timer = 0;
     }
+    /* Every request is answered, but replies may still wait in a socket's
+     * queue (deferred to its worker, or behind a full kernel buffer). */
+    wait_replies_sent(s, weft_clock_ns() + REPLY_DRAIN_NS);
     fail_conns(s, NULL, WEFT_ELOGOFF);
     wait_until_zero(s, &s->nconns);
     __atomic_store_n(&s->state, S_STOPPED, __ATOMIC_RELEASE);
