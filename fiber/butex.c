@@ -197,7 +197,11 @@ static int thread_wait(weft__waiter_t *wt, int32_t expected)
                 weft__spin_unlock(&b->lock);
                 return -ETIMEDOUT;
             }
-            /* A waker unlinked us and set futex under the lock. */
+            /* A waker unlinked us and is about to set futex, still under
+             * its lock: returning before it has would let it write into
+             * this frame once it is gone. */
+            while (!__atomic_load_n(&wt->futex, __ATOMIC_ACQUIRE))
+                weft__cpu_relax();
             return wt->result;
         }
     }

@@ -945,6 +945,7 @@ int64_t weft__sched_monitor(void)
 {
     if (__atomic_load_n(&sched.state, __ATOMIC_ACQUIRE) != RT_RUNNING)
         return -1;
+    weft__stack_trim();
     bool busy = false, wake = false;
     for (int i = 0; i < sched.nworkers; i++) {
         weft__worker_t *v = &sched.workers[i];

@@ -8,7 +8,11 @@
  * pages a fiber actually uses. Stacks are reused LIFO through a per-thread
  * cache and a shared list per size class, because mmap + mprotect + munmap
  * per fiber would cost more than everything else a fiber start does, and a
- * recently used stack is warm in cache and TLB.
+ * recently used stack is warm in cache and TLB. A worker never unmaps: a
+ * fiber's exit returns its stack to the shared list whatever its length,
+ * and the timer thread trims what the list holds beyond its limit, a batch
+ * at a time, so that a burst of thousands of fibers ending does not turn
+ * into thousands of munmap calls on the workers' critical path.
  */
 #include "fiber/stack_internal.h"
 #include "fiber/fiber.h"
@@ -30,6 +34,8 @@ static const size_t class_size[WEFT__STACK_NCLASS] = {
 /* How many free stacks of each class a thread keeps, and the shared list. */
 static const int tls_cache_max[WEFT__STACK_NCLASS] = {64, 32, 2};
 static const int shared_max[WEFT__STACK_NCLASS] = {4096, 1024, 16};
+/* Stacks the timer thread unmaps per tick above the shared limit. */
+#define TRIM_BATCH 256
 
 struct stack_cache {
     weft__stack_t *head;
@@ -179,15 +185,31 @@ void weft__stack_put(weft__stack_t *s)
         return;
     }
     pthread_mutex_lock(&shared[cls].lock);
-    if (shared[cls].n < shared_max[cls]) {
-        s->next = shared[cls].head;
-        shared[cls].head = s;
-        shared[cls].n++;
-        s = NULL;
-    }
+    s->next = shared[cls].head;
+    shared[cls].head = s;
+    shared[cls].n++;
     pthread_mutex_unlock(&shared[cls].lock);
-    if (s)
-        stack_unmap(s);
+}
+
+void weft__stack_trim(void)
+{
+    for (int cls = 0; cls < WEFT__STACK_NCLASS; cls++) {
+        weft__stack_t *batch = NULL;
+        pthread_mutex_lock(&shared[cls].lock);
+        for (int k = 0; k < TRIM_BATCH && shared[cls].n > shared_max[cls]; k++) {
+            weft__stack_t *s = shared[cls].head;
+            shared[cls].head = s->next;
+            shared[cls].n--;
+            s->next = batch;
+            batch = s;
+        }
+        pthread_mutex_unlock(&shared[cls].lock);
+        while (batch) {
+            weft__stack_t *next = batch->next;
+            stack_unmap(batch);
+            batch = next;
+        }
+    }
 }
 
 void weft__stack_stats(weft__stack_stats_t *out)

@@ -153,7 +153,8 @@ static void socket_recycle(weft_socket_t *s)
         s->fd = -1;
     }
     weft_iobuf_clear(&s->rbuf);
-    __atomic_fetch_add(&st.recycled, 1, __ATOMIC_RELAXED);
+    /* Release: whoever sees the count sees what on_recycle did. */
+    __atomic_fetch_add(&st.recycled, 1, __ATOMIC_RELEASE);
     weft_pool_put(&socket_pool, s->slot);
 }
 
@@ -892,7 +893,7 @@ int weft_socket_connect(weft_socket_id_t *id, const weft_endpoint_t *remote, int
 void weft_socket_stats(weft_socket_stats_t *out)
 {
     out->created = __atomic_load_n(&st.created, __ATOMIC_RELAXED);
-    out->recycled = __atomic_load_n(&st.recycled, __ATOMIC_RELAXED);
+    out->recycled = __atomic_load_n(&st.recycled, __ATOMIC_ACQUIRE);
     out->alive = out->created - out->recycled;
     out->bytes_read = __atomic_load_n(&st.bytes_read, __ATOMIC_RELAXED);
     out->bytes_written = __atomic_load_n(&st.bytes_written, __ATOMIC_RELAXED);

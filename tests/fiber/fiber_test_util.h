@@ -84,6 +84,35 @@ static inline int64_t wt_slack_ns(int64_t base_ns)
     return base_ns * factor;
 }
 
+/* The worst lateness of 20 plain 1 ms nanosleeps of this thread: what the
+ * machine itself allows right now, to tell a slow runtime from a loaded
+ * machine when a timing check fails. */
+static inline int64_t wt_os_sleep_lateness_ns(void)
+{
+    int64_t worst = 0;
+    for (int i = 0; i < 20; i++) {
+        int64_t t0 = wt_now();
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        int64_t late = wt_now() - t0 - 1000000;
+        worst = late > worst ? late : worst;
+    }
+    return worst;
+}
+
+/* A timing check (a lateness, a wait) against a bound from wt_slack_ns(). */
+#define WT_TIMING_LE(value, bound)                                            \
+    do {                                                                      \
+        int64_t wt_v_ = (value), wt_b_ = (bound);                             \
+        if (__builtin_expect(wt_v_ > wt_b_, 0))                               \
+            wt_fail(__FILE__, __LINE__,                                       \
+                    "%s = %.3f ms, more than %.3f ms (plain 1 ms sleeps of "  \
+                    "this machine are late by up to %.3f ms right now; "      \
+                    "WEFT_TEST_SLACK=n relaxes timing checks n times)",       \
+                    #value, (double)wt_v_ / 1e6, (double)wt_b_ / 1e6,         \
+                    (double)wt_os_sleep_lateness_ns() / 1e6);                 \
+    } while (0)
+
 /* Spins for ns without yielding: keeps a worker (or thread) busy. */
 static inline void wt_spin_ns(int64_t ns)
 {

@@ -50,10 +50,12 @@ static void check_lateness(const char *name, sleeper_t *s, size_t n)
         too_late += s[i].late > MAX_LATE_NS;
         late[i] = s[i].late;
     }
-    wt_note_percentiles(name, late, n);
+    wt_note_percentiles(name, late, n); /* sorts: late[n - 1] is the worst */
+    int64_t worst = late[n - 1];
     free(late);
-    WT_ASSERT_MSG(too_late == 0, "%s: %zu of %zu sleepers woke more than %lld ms late", name,
-                  too_late, n, (long long)(MAX_LATE_NS / WEFT_NS_PER_MS));
+    if (too_late)
+        WT_NOTE("%s: %zu of %zu sleepers woke too late", name, too_late, n);
+    WT_TIMING_LE(worst, MAX_LATE_NS);
 }
 
 static void case_many_fibers(void)
@@ -133,12 +135,12 @@ static void case_instant(void)
     wt_in_fiber(instant_fn, &t);
     WT_EQ(t.rc_zero, 0);
     WT_EQ(t.rc_past, 0);
-    WT_LT(t.zero_ns, MAX_LATE_NS);
-    WT_LT(t.past_ns, MAX_LATE_NS);
+    WT_TIMING_LE(t.zero_ns, MAX_LATE_NS);
+    WT_TIMING_LE(t.past_ns, MAX_LATE_NS);
     instant_fn(&t);
     WT_EQ(t.rc_zero, 0);
     WT_EQ(t.rc_past, 0);
-    WT_LT(t.past_ns, MAX_LATE_NS);
+    WT_TIMING_LE(t.past_ns, MAX_LATE_NS);
 }
 
 static const wt_case_t cases[] = {

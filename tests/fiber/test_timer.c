@@ -89,8 +89,10 @@ static void case_one_shot(void)
         WT_ASSERT_MSG(late[i] >= 0, "timer %zu fired %lld ns early", i, (long long)-late[i]);
         too_late += late[i] > MAX_LATE_NS;
     }
-    wt_note_percentiles("timer_lateness", late, n);
-    WT_EQ(too_late, 0);
+    wt_note_percentiles("timer_lateness", late, n); /* sorts */
+    if (too_late)
+        WT_NOTE("timer_lateness: %zu of %zu timers fired too late", too_late, n);
+    WT_TIMING_LE(late[n - 1], MAX_LATE_NS);
     free(late);
     free(shots);
 
@@ -100,7 +102,7 @@ static void case_one_shot(void)
     int64_t t0 = wt_now();
     WT_EQ(weft_timer_run_at(&id, t0 - WEFT_NS_PER_SEC, shot_cb, &s), 0);
     WT_AWAIT_GE(&s.runs, 1);
-    WT_LT(s.fired_at - t0, MAX_LATE_NS);
+    WT_TIMING_LE(s.fired_at - t0, MAX_LATE_NS);
     WT_EQ(weft_timer_cancel(id), WEFT_TIMER_RAN);
 }
 
@@ -142,7 +144,7 @@ static void case_run_every(void)
         int64_t due = start + (k + 1) * interval;
         late[k] = t->at[k] - due;
         WT_ASSERT_MSG(late[k] >= 0, "run %d came %lld ns early", k, (long long)-late[k]);
-        WT_LE(late[k], MAX_LATE_NS);
+        WT_TIMING_LE(late[k], MAX_LATE_NS);
     }
     wt_note_percentiles("periodic_lateness", late, (size_t)runs);
     WT_GE(runs, 19);
@@ -388,7 +390,7 @@ static void case_timers_from_callbacks(void)
         WT_GE(late[k], 0);
     }
     wt_note_percentiles("chained_timer_lateness", late, CHAIN);
-    WT_LE(late[CHAIN - 1], MAX_LATE_NS);
+    WT_TIMING_LE(late[CHAIN - 1], MAX_LATE_NS);
     WT_EQ(c->victim_rc, WEFT_TIMER_CANCELLED);
     WT_EQ(WT_LOAD(&victim.runs), 0);
     free(c);
@@ -439,7 +441,7 @@ static void case_fires_while_workers_busy(void)
     wt_note_percentiles("timer_lateness_workers_busy", late, SHOTS);
     /* Every CPU is busy, so the kernel may let the timer thread wait for up
      * to a scheduler tick (4 ms at HZ=250) before it runs. */
-    WT_LE(late[SHOTS - 1], 2 * MAX_LATE_NS); /* sorted: the worst */
+    WT_TIMING_LE(late[SHOTS - 1], 2 * MAX_LATE_NS); /* sorted: the worst */
 }
 
 static const wt_case_t cases[] = {
