@@ -64,7 +64,7 @@ struct weft_server {
     weft_timer_id_t sweep_timer;
     weft_mutex_t lock;                /* guards conns */
     weft__server_conn_t *conns;
-    int64_t nconns;
+    int64_t nconns;                   /* changed under lock, read by stats without */
     int64_t inflight;
     int64_t requests;
     int64_t errors;
@@ -320,7 +320,7 @@ static void conn_recycle(weft_socket_t *sock)
     *c->pprev = c->next;
     if (c->next)
         c->next->pprev = c->pprev;
-    int64_t left = --s->nconns;
+    int64_t left = __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED);
     weft_mutex_unlock(&s->lock);
     free(c);
     if (left == 0)
@@ -351,7 +351,7 @@ static void on_accept(int fd, const weft_endpoint_t *remote, void *arg)
         c->next->pprev = &c->next;
     c->pprev = &s->conns;
     s->conns = c;
-    s->nconns++;
+    __atomic_fetch_add(&s->nconns, 1, __ATOMIC_RELAXED);
     weft_mutex_unlock(&s->lock);
     weft_socket_options_t so = {.fd = fd, .handler = &conn_handler, .user = c};
     int rc = weft_socket_create(&c->id, &so);
@@ -363,7 +363,7 @@ static void on_accept(int fd, const weft_endpoint_t *remote, void *arg)
         *c->pprev = c->next;
         if (c->next)
             c->next->pprev = c->pprev;
-        s->nconns--;
+        __atomic_fetch_sub(&s->nconns, 1, __ATOMIC_RELAXED);
         weft_mutex_unlock(&s->lock);
         free(c);
     }
