@@ -72,6 +72,7 @@ struct weft__worker {
     int action;              /* what the fiber that switched back asked */
     void *action_arg;
     uint64_t nsched;         /* fibers switched to; written by the owner */
+    int spin_credit;         /* recent evidence that work returns soon after idling */
     uint64_t tick;
     uint32_t rand;
     _Alignas(64) int32_t park_word; /* 1 once a waker claimed this worker */
@@ -660,16 +661,32 @@ static void stop_spinning(weft__worker_t *w)
 }
 
 /* How long an idle worker spins before it parks. Spinning pays when work
- * is about to appear on a busy worker, where this one can steal it without
- * a wakeup; it wastes a CPU that someone else (often the other end of a
- * connection, on the same machine) could use when nobody is busy. So, as
- * Go's scheduler does, no more workers spin than run: with every worker
- * idle, one looks once and blocks in the poller, like an event loop. */
-static int64_t spin_budget(void)
+ * is about to appear, where this worker can take it without a wakeup (tens
+ * of microseconds of kernel latency on our machines); it wastes a CPU that
+ * someone else (often the other end of a connection, on the same machine)
+ * could use when no work comes. So:
+ *  - as in Go's scheduler, no more workers spin than run: they wait for
+ *    work the running ones will queue;
+ *  - beyond that, one lone worker may spin (polling for I/O) while every
+ *    worker is idle, but only on evidence: its recent idle spells ended in
+ *    work within a spin's length (a request/reply exchange, say). A spin
+ *    that finds nothing spends that credit; a long quiet spell earns none.
+ */
+#define SPIN_CREDIT_MAX 8
+
+static int64_t spin_budget(const weft__worker_t *w)
 {
     int spinning = __atomic_load_n(&sched.nspinning, __ATOMIC_RELAXED);
     int running = __atomic_load_n(&sched.nrunning, __ATOMIC_RELAXED);
-    return spinning <= running ? sched.spin_ns : 0;
+    if (spinning <= running || (spinning == 1 && w->spin_credit > 0))
+        return sched.spin_ns;
+    return 0;
+}
+
+static void spin_credit_add(weft__worker_t *w, int delta)
+{
+    int c = w->spin_credit + delta;
+    w->spin_credit = c < 0 ? 0 : c > SPIN_CREDIT_MAX ? SPIN_CREDIT_MAX : c;
 }
 
 /* The idle loop: steal, poll, spin, park. NULL means the runtime stops. */
@@ -678,16 +695,21 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
     __atomic_fetch_add(&sched.nspinning, 1, __ATOMIC_SEQ_CST);
     set_state(w, W_SPINNING);
     for (;;) {
-        int64_t spin_until = weft_clock_ns() + spin_budget();
+        int64_t budget = spin_budget(w);
+        int64_t spin_until = weft_clock_ns() + budget;
+        /* Alone, the poller is where work comes from: ask it every round. */
+        int poll_mask = __atomic_load_n(&sched.nrunning, __ATOMIC_RELAXED) ? 3 : 0;
         for (int round = 0;; round++) {
             weft__fiber_t *f = weft__wsq_pop(&w->rq) ?: yield_pop(w);
             if (!f)
                 f = remote_pop();
             if (!f)
                 f = steal_round(w);
-            if (!f && (round & 3) == 0 && poll_once(w, 0) > 0)
+            if (!f && (round & poll_mask) == 0 && poll_once(w, 0) > 0)
                 f = weft__wsq_pop(&w->rq);
             if (f) {
+                if (budget)
+                    spin_credit_add(w, 1);
                 stop_spinning(w);
                 return f;
             }
@@ -702,7 +724,13 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
             for (int i = 0; i < 32; i++)
                 weft__cpu_relax();
         }
+        if (budget)
+            spin_credit_add(w, -2);
+        int64_t parked_at = weft_clock_ns();
         park(w);
+        /* Woken again within a spin's length: spinning would have paid. */
+        if (weft_clock_ns() - parked_at < sched.spin_ns)
+            spin_credit_add(w, 1);
     }
 }
 
