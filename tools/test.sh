@@ -4,7 +4,8 @@
 # Three builds, each in its own directory under build-test/:
 #   release    gcc, tcmalloc, every suite;
 #   asan       clang, AddressSanitizer + UndefinedBehaviorSanitizer, every suite;
-#   tsan       clang, ThreadSanitizer, the concurrency suites (fiber, net).
+#   tsan       clang, ThreadSanitizer, the concurrency suites (fiber, net);
+# the clang builds also run the libFuzzer targets for a bounded time.
 # Sanitizer builds scale the stress loops down (-Dtest_scale) so the whole run
 # stays well inside half an hour on two cores. The last line is
 # "N passed, N failed", summed from each build's meson-logs/testlog.json; the
@@ -29,7 +30,9 @@ run_build() {
     ninja -C "$dir" >"$dir.build.log" 2>&1 || { tail -50 "$dir.build.log"; status=1; return; }
     local args=()
     for s in $suites; do args+=(--suite "$s"); done
-    meson test -C "$dir" --print-errorlogs "${args[@]}" || status=1
+    # One test at a time: on two cores, a neighbour's load would blur the
+    # timing the tests check.
+    meson test -C "$dir" --print-errorlogs --num-processes 1 "${args[@]}" || status=1
     logs+=("$dir/meson-logs/testlog.json")
 }
 
