@@ -31,6 +31,7 @@
  * reports it. Idle: the main pthread starts a fiber every 2 ms, by which
  * time the workers have parked (sched_delay_idle_parks: parks per sample).
  */
+#include "bench_util.h"
 #include "fiber/butex.h"
 #include "fiber/clock.h"
 #include "fiber/fiber.h"
@@ -169,18 +170,6 @@ static void run_in_fiber(weft_fiber_fn *fn, void *arg)
     weft_fiber_t id;
     spawn(&id, fn, arg);
     CHECK(weft_fiber_join(id));
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
 }
 
 /* ---- loops timed per operation ---- */
@@ -585,7 +574,7 @@ static void delays_report(delays_t *d, double *out)
         die("malloc", ENOMEM);
     for (int i = 0; i < d->n; i++)
         v[i] = d->s[i].delay;
-    qsort(v, (size_t)d->n, sizeof(*v), cmp_i64);
+    qsort(v, (size_t)d->n, sizeof(*v), bench_cmp_i64);
     for (int k = 0; k < 4; k++) {
         long rank = (long)ceil(pct[k] * d->n); /* nearest rank, 1-based */
         out[k] = (double)v[rank > 0 ? rank - 1 : 0] / WEFT_NS_PER_US;
@@ -816,9 +805,8 @@ static void measure(const bench_t *b)
         int n = opt.repeat;
         if (isnan(v[0]))
             continue;
-        qsort(v, (size_t)n, sizeof(*v), cmp_double);
         metric_t *m = metric(b->keys[k]);
-        m->med = n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+        m->med = bench_median(v, n);
         m->lo = v[0];
         m->hi = v[n - 1];
         m->set = true;

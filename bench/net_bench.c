@@ -44,6 +44,7 @@
  * For profiling, --serve KIND runs one server in the foreground and
  * --connect PORT runs the client rows against a server started that way.
  */
+#include "bench_util.h"
 #include "fiber/clock.h"
 #include "fiber/error.h"
 #include "fiber/fiber.h"
@@ -163,24 +164,6 @@ static void *xrealloc(void *p, size_t size)
 static size_t min_size(size_t a, size_t b)
 {
     return a < b ? a : b;
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 static uint32_t get_be32(const void *p)
@@ -1068,7 +1051,7 @@ static result_t run_row(const row_t *row, const char *server, int port, pid_t pi
     }
     client_loop(&r);
     int64_t cpu = pid ? process_cpu_ns(pid) - cpu0 : 0;
-    qsort(r.lat, r.nlat, sizeof(*r.lat), cmp_i64);
+    qsort(r.lat, r.nlat, sizeof(*r.lat), bench_cmp_i64);
     uint64_t reordered, n = replies(&r, &reordered);
     result_t res = {
         .msgs_per_s = (double)r.nlat / opt.seconds,
@@ -1106,7 +1089,7 @@ static result_t median_result(const result_t *runs, int n)
     for (int f = 0; f < NFIELDS; f++) {
         for (int i = 0; i < n; i++)
             v[f][i] = ((const double *)&runs[i])[f];
-        out[f] = median(v[f], n);
+        out[f] = bench_median(v[f], n);
     }
     result_t res;
     memcpy(&res, out, sizeof(res));
@@ -1190,8 +1173,8 @@ static void measure_iobuf(iobuf_result_t *res)
         v[flip][rep] = mb_per_s(flip ? memcpy_round : iobuf_round, res->piece, dst, seconds);
         v[!flip][rep] = mb_per_s(flip ? iobuf_round : memcpy_round, res->piece, dst, seconds);
     }
-    res->iobuf_mb_s = median(v[0], opt.repeat);
-    res->memcpy_mb_s = median(v[1], opt.repeat);
+    res->iobuf_mb_s = bench_median(v[0], opt.repeat);
+    res->memcpy_mb_s = bench_median(v[1], opt.repeat);
     free(dst);
 }
 

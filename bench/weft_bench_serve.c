@@ -18,26 +18,14 @@
 #include "fiber/fiber.h"
 #include "rpc/server.h"
 
-#include "echo.weft.h"
-
-static void echo(weft_controller_t *cntl, const Example__EchoRequest *request,
-                 Example__EchoResponse *response, weft_closure_t *done, void *arg)
-{
-    (void)arg;
-    response->message = request->message;
-    weft_iobuf_append_buf(weft_controller_response_attachment(cntl),
-                          weft_controller_request_attachment(cntl));
-    weft_closure_run(done);
-}
-
-static const Example__EchoService_Handlers handlers = {.echo = echo};
+#include "echo_service.h"
 
 static int start(weft_server_t **server, const char *address)
 {
     int rc = weft_server_new(server, NULL);
     if (rc != 0)
         return rc;
-    rc = example__echo_service__register(*server, &handlers);
+    rc = echo_service_register(*server);
     if (rc == 0)
         rc = weft_server_start(*server, address);
     if (rc != 0) {

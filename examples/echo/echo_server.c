@@ -1,6 +1,6 @@
 /*
- * echo_server.c - serves example.EchoService: replies with the message it
- * got, and echoes the request attachment back.
+ * echo_server.c - serves example.EchoService (echo_service.c) until
+ * SIGINT or SIGTERM, then stops and drains the server cleanly.
  *
  *   echo_server --port 8000
  */
@@ -12,20 +12,7 @@
 
 #include <weft/weft.h>
 
-#include "echo.weft.h"
-
-static void echo(weft_controller_t *cntl, const Example__EchoRequest *request,
-                 Example__EchoResponse *response, weft_closure_t *done, void *arg)
-{
-    (void)arg;
-    /* The request lives until the reply is sent: point into it. */
-    response->message = request->message;
-    weft_iobuf_append_buf(weft_controller_response_attachment(cntl),
-                          weft_controller_request_attachment(cntl));
-    weft_closure_run(done);
-}
-
-static const Example__EchoService_Handlers handlers = {.echo = echo};
+#include "echo_service.h"
 
 static int32_t stop_requested;
 
@@ -69,7 +56,7 @@ int main(int argc, char **argv)
     weft_server_t *server;
     int rc = weft_server_new(&server, NULL);
     if (rc == 0)
-        rc = example__echo_service__register(server, &handlers);
+        rc = echo_service_register(server);
     if (rc == 0)
         rc = weft_server_start(server, address);
     if (rc != 0) {
