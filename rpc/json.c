@@ -300,6 +300,15 @@ static void *arena_copy(parser_t *ps, const void *src, size_t n)
     return p;
 }
 
+/* A copy in the arena of a vector's items from `mark` to its end (an
+ * object's members, an array's values, collected on the parser's stack);
+ * NULL when there are none. */
+static void *arena_copy_tail(parser_t *ps, const vec_t *v, size_t mark)
+{
+    size_t n = v->n - mark;
+    return n ? arena_copy(ps, (const char *)v->data + mark * v->elt, n * v->elt) : NULL;
+}
+
 static void skip_ws(parser_t *ps)
 {
     while (ps->pos < ps->len) {
@@ -506,7 +515,7 @@ static int parse_array(parser_t *ps, weft_json_value_t *v)
     size_t n = ps->values.n - mark;
     v->type = WEFT_JSON_ARRAY;
     v->u.array.n = n;
-    v->u.array.items = arena_copy(ps, ps->values.data + mark * ps->values.elt, n * ps->values.elt);
+    v->u.array.items = arena_copy_tail(ps, &ps->values, mark);
     ps->values.n = mark;
     ps->depth--;
     return n && !v->u.array.items ? -ENOMEM : 0;
@@ -551,7 +560,7 @@ static int parse_object(parser_t *ps, weft_json_value_t *v)
     v->type = WEFT_JSON_OBJECT;
     v->u.object.n = n;
     v->u.object.members =
-        arena_copy(ps, ps->members.data + mark * ps->members.elt, n * ps->members.elt);
+        arena_copy_tail(ps, &ps->members, mark);
     ps->members.n = mark;
     ps->depth--;
     return n && !v->u.object.members ? -ENOMEM : 0;
