@@ -21,6 +21,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -41,6 +44,7 @@ static struct {
     int started;
     int epfd;
     int wakefd;
+    pthread_t thread;   /* WEFT_DISPATCHER=thread only */
     int64_t polls;
     int64_t events;
 } disp = {.lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .wakefd = -1};
@@ -177,6 +181,28 @@ static void dispatcher_wake(void *arg)
     (void)r;
 }
 
+/*
+ * The alternative, for measurement: WEFT_DISPATCHER=thread runs epoll on a
+ * thread of its own, as classic event loops do, and every event becomes a
+ * fiber that a worker must be handed (the cross-thread wakeup the default
+ * avoids). bench/net_bench compares the two; docs/benchmarks.md has the
+ * figures that made the workers' own polling the default.
+ */
+static bool dispatcher_thread_wanted(void)
+{
+    const char *e = getenv("WEFT_DISPATCHER");
+    return e && !strcmp(e, "thread");
+}
+
+static void *dispatcher_thread(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "weft-dispatch");
+    for (;;)
+        dispatcher_poll(NULL, -1);
+    return NULL;
+}
+
 int weft__dispatcher_ensure(void)
 {
     if (__builtin_expect(__atomic_load_n(&disp.started, __ATOMIC_ACQUIRE), 1))
@@ -199,8 +225,12 @@ int weft__dispatcher_ensure(void)
         rc = -errno;
         goto fail;
     }
-    weft_fiber_poller_t poller = {.poll = dispatcher_poll, .wake = dispatcher_wake};
-    rc = weft_fiber_set_poller(&poller);
+    if (dispatcher_thread_wanted()) {
+        rc = -pthread_create(&disp.thread, NULL, dispatcher_thread, NULL);
+    } else {
+        weft_fiber_poller_t poller = {.poll = dispatcher_poll, .wake = dispatcher_wake};
+        rc = weft_fiber_set_poller(&poller);
+    }
     if (rc != 0)
         goto fail;
     weft__socket_install_batch_hook();
