@@ -1,10 +1,11 @@
 /*
  * bench_util.h - small helpers the benchmark programs share: comparisons
- * for qsort and the median of repeated runs.
+ * for qsort, the median of repeated runs, the CPUs to pin to.
  */
 #ifndef WEFT_BENCH_UTIL_H
 #define WEFT_BENCH_UTIL_H
 
+#include <sched.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -25,6 +26,18 @@ static inline double bench_median(double *v, int n)
 {
     qsort(v, (size_t)n, sizeof(*v), bench_cmp_double);
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* The nth CPU this process may run on, or -1. */
+static inline int bench_allowed_cpu(int nth)
+{
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) != 0)
+        return -1;
+    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
+        if (CPU_ISSET(cpu, &set) && nth-- == 0)
+            return cpu;
+    return -1;
 }
 
 #endif

@@ -328,18 +328,6 @@ static void *call_thread(void *arg)
     return NULL;
 }
 
-/* The nth CPU this process may run on, or -1. */
-static int allowed_cpu(int nth)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0)
-        return -1;
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &set) && nth-- == 0)
-            return cpu;
-    return -1;
-}
-
 /* Starts c on a new thread, pinned to cpu unless cpu < 0. */
 static void start_thread_on(pthread_t *t, call_t *c, int cpu)
 {
@@ -389,8 +377,8 @@ static void bench_butex_pingpong(double *out)
  * CPUs, a cross-core wakeup per message (NaN with a single CPU). */
 static void bench_pthread_pingpong(double *out)
 {
-    int same[2] = {allowed_cpu(0), allowed_cpu(0)};
-    int cross[2] = {allowed_cpu(0), allowed_cpu(1)};
+    int same[2] = {bench_allowed_cpu(0), bench_allowed_cpu(0)};
+    int cross[2] = {bench_allowed_cpu(0), bench_allowed_cpu(1)};
     out[0] = pingpong_ns(same, iters(20000));
     out[1] = cross[1] >= 0 ? pingpong_ns(cross, iters(10000)) : NAN;
 }

@@ -213,18 +213,6 @@ static void epoll_set(int ep, int op, int fd, uint32_t events, void *ptr)
     SYS(epoll_ctl(ep, op, fd, &ev));
 }
 
-/* The nth CPU this process may run on, or -1. */
-static int allowed_cpu(int nth)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof(set), &set) != 0)
-        return -1;
-    for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
-        if (CPU_ISSET(cpu, &set) && nth-- == 0)
-            return cpu;
-    return -1;
-}
-
 static void pin_to(int cpu)
 {
     cpu_set_t set;
@@ -1399,8 +1387,8 @@ int main(int argc, char **argv)
     /* The servers are forked before anything in this process could start a
      * weft runtime (the IOBuf part below starts none either). */
     parent_pid = getpid();
-    server_cpu = allowed_cpu(0);
-    client_cpu = allowed_cpu(opt.pin == PIN_SPLIT ? 1 : 0);
+    server_cpu = bench_allowed_cpu(0);
+    client_cpu = bench_allowed_cpu(opt.pin == PIN_SPLIT ? 1 : 0);
     if (opt.pin != PIN_NONE && client_cpu < 0)
         fail("--pin split needs two CPUs");
     atexit(stop_servers_at_exit);
