@@ -469,9 +469,8 @@ static void wait_until_zero(weft_server_t *s, int64_t *counter)
     }
 }
 
-static bool conn_has_unsent(const weft__server_conn_t *c, int64_t now)
+static bool conn_has_unsent(const weft__server_conn_t *c)
 {
-    (void)now;
     weft_socket_t *sock = weft_socket_address(c->id);
     bool unsent = sock && weft_socket_unwritten(sock) > 0;
     if (sock)
@@ -487,7 +486,7 @@ static void wait_replies_sent(weft_server_t *s, int64_t deadline)
         bool unsent = false;
         weft_mutex_lock(&s->lock);
         for (weft__server_conn_t *c = s->conns; c && !unsent; c = c->next)
-            unsent = conn_has_unsent(c, 0);
+            unsent = conn_has_unsent(c);
         weft_mutex_unlock(&s->lock);
         if (!unsent)
             return;
