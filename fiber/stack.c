@@ -15,6 +15,7 @@
  * into thousands of munmap calls on the workers' critical path.
  */
 #include "fiber/stack_internal.h"
+#include "fiber/clock.h"
 #include "fiber/fiber.h"
 #include "fiber/log.h"
 #include "fiber/sanitizer_internal.h"
@@ -34,8 +35,11 @@ static const size_t class_size[WEFT__STACK_NCLASS] = {
 /* How many free stacks of each class a thread keeps, and the shared list. */
 static const int tls_cache_max[WEFT__STACK_NCLASS] = {64, 32, 2};
 static const int shared_max[WEFT__STACK_NCLASS] = {4096, 1024, 16};
-/* Stacks the timer thread unmaps per tick above the shared limit. */
-#define TRIM_BATCH 256
+/* The timer thread unmaps surplus stacks a few per tick, and for at most
+ * TRIM_BUDGET_NS: timers fire from the same thread, and one munmap costs
+ * up to tens of microseconds. */
+#define TRIM_BATCH 8
+#define TRIM_BUDGET_NS (200 * 1000)
 
 struct stack_cache {
     weft__stack_t *head;
@@ -193,7 +197,8 @@ void weft__stack_put(weft__stack_t *s)
 
 void weft__stack_trim(void)
 {
-    for (int cls = 0; cls < WEFT__STACK_NCLASS; cls++) {
+    int64_t until = weft_clock_ns() + TRIM_BUDGET_NS;
+    for (int cls = 0; cls < WEFT__STACK_NCLASS && weft_clock_ns() < until; cls++) {
         weft__stack_t *batch = NULL;
         pthread_mutex_lock(&shared[cls].lock);
         for (int k = 0; k < TRIM_BATCH && shared[cls].n > shared_max[cls]; k++) {
