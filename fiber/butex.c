@@ -200,8 +200,9 @@ static int thread_wait(weft__waiter_t *wt, int32_t expected)
             /* A waker unlinked us and is about to set futex, still under
              * its lock: returning before it has would let it write into
              * this frame once it is gone. */
+            unsigned spins = 0;
             while (!__atomic_load_n(&wt->futex, __ATOMIC_ACQUIRE))
-                weft__cpu_relax();
+                weft__spin_backoff(&spins);
             return wt->result;
         }
     }

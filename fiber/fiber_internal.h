@@ -27,11 +27,12 @@ typedef struct {
 
 static inline void weft__spin_lock(weft__spinlock_t *l)
 {
+    unsigned spins = 0;
     for (;;) {
         if (!__atomic_exchange_n(&l->v, 1, __ATOMIC_ACQUIRE))
             return;
         while (__atomic_load_n(&l->v, __ATOMIC_RELAXED))
-            weft__cpu_relax();
+            weft__spin_backoff(&spins);
     }
 }
 

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdint.h>
 #include <sys/syscall.h>
@@ -48,6 +49,19 @@ static inline void weft__cpu_relax(void)
 #elif defined(__aarch64__)
     __asm__ volatile("yield" ::: "memory");
 #endif
+}
+
+/* One step of waiting for another thread to finish a few instructions (drop
+ * a lock, publish a word). That thread may have been preempted in the middle
+ * of them; with as many threads as cores, spinning on then keeps it off its
+ * CPU for the rest of our timeslice (milliseconds). So pause a while, then
+ * give the CPU away. `spins` starts at 0 for each wait. */
+static inline void weft__spin_backoff(unsigned *spins)
+{
+    if (++*spins < 128)
+        weft__cpu_relax();
+    else
+        sched_yield();
 }
 
 #endif

@@ -245,6 +245,7 @@ bool weft_socket_failed(const weft_socket_t *s)
 
 int weft_socket_error(const weft_socket_t *s)
 {
+    unsigned spins = 0;
     for (;;) {
         if (!weft_socket_failed(s))
             return 0;
@@ -252,7 +253,7 @@ int weft_socket_error(const weft_socket_t *s)
         if (e)
             return e;
         /* Failed an instant ago: the winner is about to store why. */
-        weft__cpu_relax();
+        weft__spin_backoff(&spins);
     }
 }
 
@@ -607,8 +608,9 @@ static wreq_t *link_pushed(weft_socket_t *s, wreq_t *tail)
     wreq_t *p = head, *prev = NULL;
     while (p != tail) {
         wreq_t *older;
+        unsigned spins = 0;
         while ((older = __atomic_load_n(&p->next, __ATOMIC_ACQUIRE)) == UNLINKED)
-            weft__cpu_relax();
+            weft__spin_backoff(&spins);
         p->next = prev;
         prev = p;
         p = older;
