@@ -13,6 +13,11 @@
  * with zlib itself), the CRC32C checksum (computed here bit by bit), and
  * that broken frames close the connection (or get 1003) while the server
  * stays healthy for everyone else.
+ *
+ * The client's side the other way round: a weft channel calls a server
+ * written here by hand, which checks every request field the channel sets
+ * and answers as a brpc server would (out of order, with error codes,
+ * compressed by zlib, with checksums, and with broken frames).
  */
 #include "rpc_test_util.h"
 
@@ -726,6 +731,507 @@ static void check_order(void)
     rt_server_free(s);
 }
 
+/* ---- the client's side: a weft channel against a raw server ---- */
+
+/* A server written by hand in a pthread of its own: it listens on an
+ * ephemeral port and runs `script`, which reads the channel's request
+ * frames and writes the replies a brpc server would, byte by byte. */
+typedef struct raw_server {
+    int lfd;
+    char addr[32];
+    pthread_t thread;
+    void (*script)(struct raw_server *);
+    void *arg;
+} raw_server_t;
+
+static void *raw_server_main(void *arg)
+{
+    raw_server_t *rs = arg;
+    rs->script(rs);
+    return NULL;
+}
+
+static void raw_server_start(raw_server_t *rs, void (*script)(raw_server_t *), void *arg)
+{
+    rs->script = script;
+    rs->arg = arg;
+    rs->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    WT_GE(rs->lfd, 0);
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    WT_EQ(bind(rs->lfd, (struct sockaddr *)&sin, sizeof(sin)), 0);
+    WT_EQ(listen(rs->lfd, 16), 0);
+    socklen_t len = sizeof(sin);
+    WT_EQ(getsockname(rs->lfd, (struct sockaddr *)&sin, &len), 0);
+    snprintf(rs->addr, sizeof(rs->addr), "127.0.0.1:%d", ntohs(sin.sin_port));
+    WT_EQ(pthread_create(&rs->thread, NULL, raw_server_main, rs), 0);
+}
+
+static void raw_server_join(raw_server_t *rs)
+{
+    WT_EQ(pthread_join(rs->thread, NULL), 0);
+    close(rs->lfd);
+}
+
+/* The next connection from the channel, within WAIT_MS. */
+static int raw_accept(raw_server_t *rs)
+{
+    struct pollfd p = {.fd = rs->lfd, .events = POLLIN};
+    WT_ASSERT_MSG(poll(&p, 1, WAIT_MS) == 1, "the channel did not connect");
+    int fd = accept4(rs->lfd, NULL, NULL, SOCK_CLOEXEC);
+    WT_GE(fd, 0);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}
+
+/* A request frame as the bytes say it, checked against the frame rules. */
+typedef struct raw_request {
+    Weft__Baidu__RpcMeta *meta;
+    uint8_t *payload; /* message, then attachment */
+    size_t payload_len;
+    size_t msg_len;   /* payload_len - attachment_size */
+} raw_request_t;
+
+static void raw_request_free(raw_request_t *q)
+{
+    weft__baidu__rpc_meta__free_unpacked(q->meta, NULL);
+    free(q->payload);
+    memset(q, 0, sizeof(*q));
+}
+
+static void raw_read_request(int fd, raw_request_t *q)
+{
+    uint8_t h[12];
+    WT_EQ(rt_read_full(fd, h, 12, WAIT_MS), 12);
+    WT_ASSERT_MSG(!memcmp(h, "PRPC", 4), "request magic %02x%02x%02x%02x", h[0], h[1], h[2], h[3]);
+    uint32_t be[2];
+    memcpy(be, h + 4, 8);
+    uint32_t body_size = ntohl(be[0]), meta_size = ntohl(be[1]);
+    WT_LE(meta_size, body_size);
+    uint8_t *body = malloc(body_size + 1);
+    WT_ASSERT(body);
+    WT_EQ(rt_read_full(fd, body, body_size, WAIT_MS), body_size);
+    q->meta = weft__baidu__rpc_meta__unpack(NULL, meta_size, body);
+    WT_ASSERT_MSG(q->meta, "the request's meta does not parse");
+    WT_ASSERT_MSG(q->meta->request && !q->meta->response, "a request carries a request meta only");
+    WT_ASSERT(q->meta->has_correlation_id);
+    q->payload_len = body_size - meta_size;
+    q->payload = malloc(q->payload_len + 1);
+    WT_ASSERT(q->payload);
+    memcpy(q->payload, body + meta_size, q->payload_len);
+    size_t att = q->meta->has_attachment_size ? (size_t)q->meta->attachment_size : 0;
+    WT_ASSERT(!q->meta->has_attachment_size || q->meta->attachment_size > 0);
+    WT_LE(att, q->payload_len);
+    q->msg_len = q->payload_len - att;
+    free(body);
+}
+
+/* The request's Echo message, decompressed as its meta says. */
+static char *raw_request_text(const raw_request_t *q)
+{
+    const uint8_t *msg = q->payload;
+    size_t len = q->msg_len;
+    uint8_t *plain = NULL;
+    int type = q->meta->has_compress_type ? q->meta->compress_type : 0;
+    if (type) {
+        plain = z_decompress(type, msg, len, &len);
+        msg = plain;
+    }
+    Weft__Test__EchoRequest *er = weft__test__echo_request__unpack(NULL, len, msg);
+    WT_ASSERT_MSG(er, "the request's message does not parse");
+    char *text = strdup(er->message);
+    weft__test__echo_request__free_unpacked(er, NULL);
+    free(plain);
+    return text;
+}
+
+/* What a reply carries besides the correlation id. */
+typedef struct raw_reply {
+    int error_code;
+    const char *error_text;
+    const char *text;        /* EchoResponse.message, when no error */
+    const uint8_t *att;      /* response attachment */
+    size_t att_len;
+    int compress_type;       /* of the message, done here with zlib */
+    int checksum;            /* 0 none, 1 the right CRC32C, -1 a wrong one */
+    const uint8_t *raw_msg;  /* message bytes as they are, instead of text */
+    size_t raw_len;
+} raw_reply_t;
+
+static void raw_write_reply(int fd, int64_t cid, const raw_reply_t *rp)
+{
+    Weft__Baidu__RpcMeta meta = WEFT__BAIDU__RPC_META__INIT;
+    Weft__Baidu__RpcResponseMeta rm = WEFT__BAIDU__RPC_RESPONSE_META__INIT;
+    meta.response = &rm;
+    meta.has_correlation_id = 1;
+    meta.correlation_id = cid;
+    uint8_t *msg = NULL, *packed = NULL;
+    size_t msg_len = 0;
+    uint8_t crc[4];
+    if (rp->error_code) {
+        rm.has_error_code = 1;
+        rm.error_code = rp->error_code;
+        rm.error_text = (char *)rp->error_text;
+    } else if (rp->raw_msg) {
+        msg = (uint8_t *)rp->raw_msg;
+        msg_len = rp->raw_len;
+    } else {
+        Weft__Test__EchoResponse er = WEFT__TEST__ECHO_RESPONSE__INIT;
+        er.message = (char *)rp->text;
+        msg_len = protobuf_c_message_get_packed_size(&er.base);
+        msg = packed = malloc(msg_len + 1);
+        WT_ASSERT(msg);
+        WT_EQ(protobuf_c_message_pack(&er.base, msg), msg_len);
+        if (rp->compress_type) {
+            msg = z_compress(rp->compress_type, packed, msg_len, &msg_len);
+            free(packed);
+            packed = msg;
+            meta.has_compress_type = 1;
+            meta.compress_type = rp->compress_type;
+        }
+    }
+    if (rp->checksum) {
+        checksum_value(msg, msg_len, crc);
+        crc[3] ^= rp->checksum < 0;
+        meta.has_checksum_type = meta.has_checksum_value = 1;
+        meta.checksum_type = 1;
+        meta.checksum_value.data = crc;
+        meta.checksum_value.len = 4;
+    }
+    if (rp->att_len) {
+        meta.has_attachment_size = 1;
+        meta.attachment_size = (int32_t)rp->att_len;
+    }
+    uint8_t *payload = malloc(msg_len + rp->att_len + 1);
+    WT_ASSERT(payload);
+    if (msg_len)
+        memcpy(payload, msg, msg_len);
+    if (rp->att_len)
+        memcpy(payload + msg_len, rp->att, rp->att_len);
+    rt_frame_t f = rt_frame(&meta, payload, msg_len + rp->att_len);
+    WT_ASSERT(rt_write_all(fd, f.bytes, f.len));
+    rt_frame_free(&f);
+    free(payload);
+    free(packed);
+}
+
+/* Echo reply of the request's own text with "!" appended. */
+static void raw_echo_back(int fd, const raw_request_t *q)
+{
+    char *text = raw_request_text(q), *out = NULL;
+    WT_GE(asprintf(&out, "%s!", text), 0);
+    raw_write_reply(fd, q->meta->correlation_id, &(raw_reply_t){.text = out});
+    free(out);
+    free(text);
+}
+
+/* A synchronous Echo from this pthread; checks the "!" reply on success. */
+static int client_echo(weft_channel_t *ch, weft_controller_t *cntl, const char *text)
+{
+    Weft__Test__EchoRequest req = WEFT__TEST__ECHO_REQUEST__INIT;
+    req.message = (char *)text;
+    Weft__Test__EchoResponse *resp = NULL;
+    int rc = weft__test__test_service__echo_call(ch, cntl, &req, &resp);
+    if (rc == 0) {
+        size_t n = strlen(text);
+        WT_EQ(strlen(resp->message), n + 1);
+        WT_ASSERT(!memcmp(resp->message, text, n) && resp->message[n] == '!');
+        weft__test__echo_response__free_unpacked(resp, NULL);
+    }
+    return rc;
+}
+
+static uint8_t *pattern_bytes(size_t n, uint64_t seed)
+{
+    uint8_t *p = malloc(n);
+    WT_ASSERT(p);
+    for (size_t i = 0; i < n; i++)
+        p[i] = rt_pattern(seed, i);
+    return p;
+}
+
+#define REQ_ATT 3000
+#define RESP_ATT 5000
+
+/* Every request field the channel sets, as the spec names them; the
+ * credential goes with the first request of a connection only; a reply's
+ * attachment reaches the caller. */
+static void request_script(raw_server_t *rs)
+{
+    int fd = raw_accept(rs);
+    raw_request_t q;
+    raw_read_request(fd, &q);
+    const Weft__Baidu__RpcRequestMeta *rq = q.meta->request;
+    WT_STREQ(rq->service_name, "weft.test.TestService");
+    WT_STREQ(rq->method_name, "Echo");
+    WT_ASSERT(rq->has_log_id);
+    WT_EQ(rq->log_id, (int64_t)0x123456789abcLL);
+    WT_ASSERT_MSG(rq->has_timeout_ms && rq->timeout_ms > 0 && rq->timeout_ms <= 2000,
+                  "timeout_ms %d", rq->timeout_ms);
+    WT_ASSERT(q.meta->has_authentication_data);
+    WT_EQ(q.meta->authentication_data.len, 4);
+    WT_ASSERT(!memcmp(q.meta->authentication_data.data, "cred", 4));
+    WT_ASSERT(!q.meta->has_compress_type || q.meta->compress_type == 0);
+    WT_ASSERT(!q.meta->has_checksum_type || q.meta->checksum_type == 0);
+    WT_EQ(q.meta->attachment_size, REQ_ATT);
+    for (size_t i = 0; i < REQ_ATT; i++)
+        WT_EQ(q.payload[q.msg_len + i], rt_pattern(1, i));
+    WT_EQ(q.meta->n_user_fields, 1);
+    WT_STREQ(q.meta->user_fields[0]->key, "tenant");
+    WT_STREQ(q.meta->user_fields[0]->value, "blue");
+    char *text = raw_request_text(&q);
+    WT_STREQ(text, "hello");
+    free(text);
+    uint8_t *att = pattern_bytes(RESP_ATT, 2);
+    raw_write_reply(fd, q.meta->correlation_id,
+                    &(raw_reply_t){.text = "hello!", .att = att, .att_len = RESP_ATT});
+    free(att);
+    int64_t first_cid = q.meta->correlation_id;
+    raw_request_free(&q);
+
+    /* the second call: same connection, a new id, no credential */
+    raw_read_request(fd, &q);
+    WT_NE(q.meta->correlation_id, first_cid);
+    WT_ASSERT(!q.meta->has_authentication_data);
+    WT_ASSERT(!q.meta->has_attachment_size);
+    raw_echo_back(fd, &q);
+    raw_request_free(&q);
+    close(fd);
+}
+
+static void client_request_bytes(void)
+{
+    raw_server_t rs;
+    raw_server_start(&rs, request_script, NULL);
+    weft_channel_options_t o = rt_opts();
+    o.timeout_ms = 2000;
+    o.max_retries = 0;
+    o.auth_data = "cred";
+    o.auth_len = 4;
+    weft_channel_t *ch = rt_channel(rs.addr, &o);
+    weft_controller_t *cntl = weft_controller_new();
+    weft_controller_set_log_id(cntl, 0x123456789abcLL);
+    WT_EQ(weft_controller_set_user_field(cntl, "tenant", "blue"), 0);
+    rt_append_pattern(weft_controller_request_attachment(cntl), REQ_ATT, 1);
+    WT_EQ(client_echo(ch, cntl, "hello"), 0);
+    const weft_iobuf_t *ra = weft_controller_response_attachment(cntl);
+    WT_EQ(weft_iobuf_length(ra), RESP_ATT);
+    WT_EQ(rt_check_pattern(ra, 2), RESP_ATT);
+    weft_controller_reset(cntl);
+    WT_EQ(client_echo(ch, cntl, "again"), 0);
+    weft_controller_free(cntl);
+    weft_channel_free(ch);
+    raw_server_join(&rs);
+}
+
+#define NPIPE 8
+
+/* NPIPE calls in flight are answered last first, after a reply to an id
+ * nobody used: each call gets its own reply (session mode), the stray one
+ * is dropped. */
+static void reorder_script(raw_server_t *rs)
+{
+    int fd = raw_accept(rs);
+    raw_request_t q[NPIPE];
+    for (int i = 0; i < NPIPE; i++)
+        raw_read_request(fd, &q[i]);
+    for (int i = 0; i < NPIPE; i++)
+        for (int j = 0; j < i; j++)
+            WT_NE(q[i].meta->correlation_id, q[j].meta->correlation_id);
+    raw_write_reply(fd, CID, &(raw_reply_t){.text = "stray"});
+    for (int i = NPIPE - 1; i >= 0; i--) {
+        char *text = raw_request_text(&q[i]);
+        raw_write_reply(fd, q[i].meta->correlation_id, &(raw_reply_t){.text = text});
+        free(text);
+        raw_request_free(&q[i]);
+    }
+    /* the channel closes the connection when it is freed */
+    WT_ASSERT(rt_raw_closed(fd, WAIT_MS));
+    close(fd);
+}
+
+static void client_replies_reordered(void)
+{
+    raw_server_t rs;
+    raw_server_start(&rs, reorder_script, NULL);
+    weft_channel_options_t o = rt_opts();
+    weft_channel_t *ch = rt_channel(rs.addr, &o);
+    weft_countdown_t left;
+    weft_countdown_init(&left, NPIPE);
+    rt_async_t *a = rt_async_new(NPIPE, &left);
+    for (int i = 0; i < NPIPE; i++)
+        WT_EQ(rt_echo_async(ch, &a[i]), 0);
+    weft_countdown_wait(&left);
+    for (int i = 0; i < NPIPE; i++) {
+        WT_EQ(a[i].error, 0);
+        WT_EQ(RT_LOAD(&a[i].done_runs), 1);
+    }
+    rt_async_free(a, NPIPE);
+    weft_channel_free(ch);
+    raw_server_join(&rs);
+}
+
+/* Error replies reach the caller as they were sent, and are not retried
+ * (the next frame the server reads is the next call, not a retry). */
+static void error_script(raw_server_t *rs)
+{
+    int fd = raw_accept(rs);
+    static const int codes[] = {WEFT_ENOSERVICE, WEFT_ENOMETHOD, WEFT_EREQUEST, WEFT_EINTERNAL,
+                                WEFT_ERESPONSE, 4242};
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        raw_request_t q;
+        raw_read_request(fd, &q);
+        char *text = raw_request_text(&q);
+        char want[32], why[64];
+        snprintf(want, sizeof(want), "call %zu", i);
+        WT_STREQ(text, want);
+        snprintf(why, sizeof(why), "the server says no (%d)", codes[i]);
+        raw_write_reply(fd, q.meta->correlation_id,
+                        &(raw_reply_t){.error_code = codes[i], .error_text = why});
+        free(text);
+        raw_request_free(&q);
+    }
+    raw_request_t q;
+    raw_read_request(fd, &q);
+    raw_echo_back(fd, &q);
+    raw_request_free(&q);
+    close(fd);
+}
+
+static void client_error_replies(void)
+{
+    raw_server_t rs;
+    raw_server_start(&rs, error_script, NULL);
+    weft_channel_options_t o = rt_opts();
+    weft_channel_t *ch = rt_channel(rs.addr, &o);
+    static const int codes[] = {WEFT_ENOSERVICE, WEFT_ENOMETHOD, WEFT_EREQUEST, WEFT_EINTERNAL,
+                                WEFT_ERESPONSE, 4242};
+    weft_controller_t *cntl = weft_controller_new();
+    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+        char text[32], why[64];
+        snprintf(text, sizeof(text), "call %zu", i);
+        snprintf(why, sizeof(why), "the server says no (%d)", codes[i]);
+        weft_controller_reset(cntl);
+        WT_EQ(client_echo(ch, cntl, text), codes[i]);
+        WT_EQ(weft_controller_error_code(cntl), codes[i]);
+        WT_ASSERT_MSG(strstr(weft_controller_error_text(cntl), why), "error text \"%s\"",
+                      weft_controller_error_text(cntl));
+        WT_EQ(weft_controller_retried_count(cntl), 0);
+    }
+    weft_controller_reset(cntl);
+    WT_EQ(client_echo(ch, cntl, "after"), 0);
+    weft_controller_free(cntl);
+    weft_channel_free(ch);
+    raw_server_join(&rs);
+}
+
+/* Requests compressed as the channel asks (checked by zlib itself), and
+ * replies compressed by zlib in the other format, decoded by the channel;
+ * CRC32C both ways, computed here bit by bit; a reply whose checksum or
+ * message is wrong fails its call with 1003. */
+static void codec_script(raw_server_t *rs)
+{
+    int fd = raw_accept(rs);
+    static const int types[] = {WEFT_COMPRESS_GZIP, WEFT_COMPRESS_ZLIB};
+    for (int i = 0; i < 2; i++) {
+        raw_request_t q;
+        raw_read_request(fd, &q);
+        WT_EQ(q.meta->compress_type, types[i]);
+        WT_EQ(q.meta->checksum_type, 1);
+        uint8_t want[4];
+        checksum_value(q.payload, q.msg_len, want);
+        WT_EQ(q.meta->checksum_value.len, 4);
+        WT_ASSERT_MSG(!memcmp(q.meta->checksum_value.data, want, 4), "request checksum");
+        char *text = raw_request_text(&q), *out = NULL;
+        WT_GE(asprintf(&out, "%s!", text), 0);
+        raw_write_reply(fd, q.meta->correlation_id,
+                        &(raw_reply_t){.text = out, .compress_type = types[1 - i],
+                                       .checksum = 1});
+        free(out);
+        free(text);
+        raw_request_free(&q);
+    }
+    raw_request_t q;
+    raw_read_request(fd, &q); /* a wrong checksum */
+    raw_write_reply(fd, q.meta->correlation_id, &(raw_reply_t){.text = "x", .checksum = -1});
+    raw_request_free(&q);
+    raw_read_request(fd, &q); /* bytes that are no EchoResponse */
+    raw_write_reply(fd, q.meta->correlation_id,
+                    &(raw_reply_t){.raw_msg = (const uint8_t *)"\x0a\xff\xff", .raw_len = 3});
+    raw_request_free(&q);
+    raw_read_request(fd, &q); /* the connection still serves */
+    raw_echo_back(fd, &q);
+    raw_request_free(&q);
+    close(fd);
+}
+
+static void client_codecs(void)
+{
+    raw_server_t rs;
+    raw_server_start(&rs, codec_script, NULL);
+    weft_channel_options_t o = rt_opts();
+    o.checksum = true;
+    o.compress_type = WEFT_COMPRESS_GZIP;
+    weft_channel_t *ch = rt_channel(rs.addr, &o);
+    weft_controller_t *cntl = weft_controller_new();
+    char text[1000];
+    for (size_t i = 0; i + 1 < sizeof(text); i++)
+        text[i] = "compressible "[i % 13];
+    text[sizeof(text) - 1] = 0;
+    WT_EQ(client_echo(ch, cntl, text), 0);
+    weft_controller_reset(cntl);
+    weft_controller_set_compress_type(cntl, WEFT_COMPRESS_ZLIB);
+    WT_EQ(client_echo(ch, cntl, text), 0);
+    weft_controller_reset(cntl);
+    weft_controller_set_compress_type(cntl, WEFT_COMPRESS_NONE);
+    WT_EQ(client_echo(ch, cntl, "x"), WEFT_EREQUEST);
+    weft_controller_reset(cntl);
+    WT_EQ(client_echo(ch, cntl, "y"), WEFT_EREQUEST);
+    weft_controller_reset(cntl);
+    WT_EQ(client_echo(ch, cntl, "z"), 0);
+    weft_controller_free(cntl);
+    weft_channel_free(ch);
+    raw_server_join(&rs);
+}
+
+/* A reply that breaks the frame rules fails the connection and its call
+ * at once (not at the deadline); the next call connects again. */
+static void broken_script(raw_server_t *rs)
+{
+    int fd = raw_accept(rs);
+    raw_request_t q;
+    raw_read_request(fd, &q);
+    WT_ASSERT(rt_write_all(fd, "PRPX\0\0\0\0\0\0\0\0", 12));
+    raw_request_free(&q);
+    WT_ASSERT(rt_raw_closed(fd, WAIT_MS));
+    close(fd);
+    fd = raw_accept(rs);
+    raw_read_request(fd, &q);
+    raw_echo_back(fd, &q);
+    raw_request_free(&q);
+    close(fd);
+}
+
+static void client_broken_reply(void)
+{
+    raw_server_t rs;
+    raw_server_start(&rs, broken_script, NULL);
+    weft_channel_options_t o = rt_opts();
+    o.max_retries = 0;
+    weft_channel_t *ch = rt_channel(rs.addr, &o);
+    weft_controller_t *cntl = weft_controller_new();
+    int64_t t0 = rt_now();
+    int rc = client_echo(ch, cntl, "broken");
+    WT_ASSERT_MSG(rc != 0 && rc != WEFT_ERPCTIMEDOUT, "a broken reply gave %d", rc);
+    WT_LT(rt_now() - t0, 3 * WEFT_NS_PER_SEC);
+    WT_NOTE("a bad reply frame fails the call with %d (%s)", rc, weft_strerror(rc));
+    weft_controller_reset(cntl);
+    WT_EQ(client_echo(ch, cntl, "mended"), 0);
+    weft_controller_free(cntl);
+    weft_channel_free(ch);
+    raw_server_join(&rs);
+}
+
 static const rt_case_t cases[] = {
     RT_THREAD_CASE(echo_reply_bytes),
     RT_THREAD_CASE(pipelined_out_of_order),
@@ -736,6 +1242,11 @@ static const rt_case_t cases[] = {
     RT_THREAD_CASE(checksum_frames),
     RT_THREAD_CASE(auth_frames),
     RT_THREAD_CASE(check_order),
+    RT_THREAD_CASE(client_request_bytes),
+    RT_THREAD_CASE(client_replies_reordered),
+    RT_THREAD_CASE(client_error_replies),
+    RT_THREAD_CASE(client_codecs),
+    RT_THREAD_CASE(client_broken_reply),
 };
 
 int main(int argc, char **argv)
