@@ -741,7 +741,6 @@ typedef struct raw_server {
     char addr[32];
     pthread_t thread;
     void (*script)(struct raw_server *);
-    void *arg;
 } raw_server_t;
 
 static void *raw_server_main(void *arg)
@@ -751,10 +750,9 @@ static void *raw_server_main(void *arg)
     return NULL;
 }
 
-static void raw_server_start(raw_server_t *rs, void (*script)(raw_server_t *), void *arg)
+static void raw_server_start(raw_server_t *rs, void (*script)(raw_server_t *))
 {
     rs->script = script;
-    rs->arg = arg;
     rs->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     WT_GE(rs->lfd, 0);
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -925,6 +923,38 @@ static void raw_echo_back(int fd, const raw_request_t *q)
     free(text);
 }
 
+/* Reads the next request and echoes it back. */
+static void raw_echo_next(int fd)
+{
+    raw_request_t q;
+    raw_read_request(fd, &q);
+    raw_echo_back(fd, &q);
+    raw_request_free(&q);
+}
+
+/* A raw server running `script`, and a channel to it with a controller. */
+typedef struct client_env {
+    raw_server_t rs;
+    weft_channel_t *ch;
+    weft_controller_t *cntl;
+} client_env_t;
+
+static void client_env_open(client_env_t *e, void (*script)(raw_server_t *),
+                            const weft_channel_options_t *o)
+{
+    raw_server_start(&e->rs, script);
+    e->ch = rt_channel(e->rs.addr, o);
+    e->cntl = weft_controller_new();
+}
+
+/* Frees the channel (closing its connections) and waits for the script. */
+static void client_env_close(client_env_t *e)
+{
+    weft_controller_free(e->cntl);
+    weft_channel_free(e->ch);
+    raw_server_join(&e->rs);
+}
+
 /* A synchronous Echo from this pthread; checks the "!" reply on success. */
 static int client_echo(weft_channel_t *ch, weft_controller_t *cntl, const char *text)
 {
@@ -1001,27 +1031,23 @@ static void request_script(raw_server_t *rs)
 
 static void client_request_bytes(void)
 {
-    raw_server_t rs;
-    raw_server_start(&rs, request_script, NULL);
+    client_env_t e;
     weft_channel_options_t o = rt_opts();
     o.timeout_ms = 2000;
     o.max_retries = 0;
     o.auth_data = "cred";
     o.auth_len = 4;
-    weft_channel_t *ch = rt_channel(rs.addr, &o);
-    weft_controller_t *cntl = weft_controller_new();
-    weft_controller_set_log_id(cntl, 0x123456789abcLL);
-    WT_EQ(weft_controller_set_user_field(cntl, "tenant", "blue"), 0);
-    rt_append_pattern(weft_controller_request_attachment(cntl), REQ_ATT, 1);
-    WT_EQ(client_echo(ch, cntl, "hello"), 0);
-    const weft_iobuf_t *ra = weft_controller_response_attachment(cntl);
+    client_env_open(&e, request_script, &o);
+    weft_controller_set_log_id(e.cntl, 0x123456789abcLL);
+    WT_EQ(weft_controller_set_user_field(e.cntl, "tenant", "blue"), 0);
+    rt_append_pattern(weft_controller_request_attachment(e.cntl), REQ_ATT, 1);
+    WT_EQ(client_echo(e.ch, e.cntl, "hello"), 0);
+    const weft_iobuf_t *ra = weft_controller_response_attachment(e.cntl);
     WT_EQ(weft_iobuf_length(ra), RESP_ATT);
     WT_EQ(rt_check_pattern(ra, 2), RESP_ATT);
-    weft_controller_reset(cntl);
-    WT_EQ(client_echo(ch, cntl, "again"), 0);
-    weft_controller_free(cntl);
-    weft_channel_free(ch);
-    raw_server_join(&rs);
+    weft_controller_reset(e.cntl);
+    WT_EQ(client_echo(e.ch, e.cntl, "again"), 0);
+    client_env_close(&e);
 }
 
 #define NPIPE 8
@@ -1052,33 +1078,34 @@ static void reorder_script(raw_server_t *rs)
 
 static void client_replies_reordered(void)
 {
-    raw_server_t rs;
-    raw_server_start(&rs, reorder_script, NULL);
+    client_env_t e;
     weft_channel_options_t o = rt_opts();
-    weft_channel_t *ch = rt_channel(rs.addr, &o);
+    client_env_open(&e, reorder_script, &o);
     weft_countdown_t left;
     weft_countdown_init(&left, NPIPE);
     rt_async_t *a = rt_async_new(NPIPE, &left);
     for (int i = 0; i < NPIPE; i++)
-        WT_EQ(rt_echo_async(ch, &a[i]), 0);
+        WT_EQ(rt_echo_async(e.ch, &a[i]), 0);
     weft_countdown_wait(&left);
     for (int i = 0; i < NPIPE; i++) {
         WT_EQ(a[i].error, 0);
         WT_EQ(RT_LOAD(&a[i].done_runs), 1);
     }
     rt_async_free(a, NPIPE);
-    weft_channel_free(ch);
-    raw_server_join(&rs);
+    client_env_close(&e);
 }
 
 /* Error replies reach the caller as they were sent, and are not retried
  * (the next frame the server reads is the next call, not a retry). */
+static const int error_codes[] = {WEFT_ENOSERVICE, WEFT_ENOMETHOD, WEFT_EREQUEST,
+                                  WEFT_EINTERNAL,  WEFT_ERESPONSE, 4242};
+#define NCODES (sizeof(error_codes) / sizeof(error_codes[0]))
+
 static void error_script(raw_server_t *rs)
 {
     int fd = raw_accept(rs);
-    static const int codes[] = {WEFT_ENOSERVICE, WEFT_ENOMETHOD, WEFT_EREQUEST, WEFT_EINTERNAL,
-                                WEFT_ERESPONSE, 4242};
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    const int *codes = error_codes;
+    for (size_t i = 0; i < NCODES; i++) {
         raw_request_t q;
         raw_read_request(fd, &q);
         char *text = raw_request_text(&q);
@@ -1091,38 +1118,29 @@ static void error_script(raw_server_t *rs)
         free(text);
         raw_request_free(&q);
     }
-    raw_request_t q;
-    raw_read_request(fd, &q);
-    raw_echo_back(fd, &q);
-    raw_request_free(&q);
+    raw_echo_next(fd);
     close(fd);
 }
 
 static void client_error_replies(void)
 {
-    raw_server_t rs;
-    raw_server_start(&rs, error_script, NULL);
+    client_env_t e;
     weft_channel_options_t o = rt_opts();
-    weft_channel_t *ch = rt_channel(rs.addr, &o);
-    static const int codes[] = {WEFT_ENOSERVICE, WEFT_ENOMETHOD, WEFT_EREQUEST, WEFT_EINTERNAL,
-                                WEFT_ERESPONSE, 4242};
-    weft_controller_t *cntl = weft_controller_new();
-    for (size_t i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
+    client_env_open(&e, error_script, &o);
+    for (size_t i = 0; i < NCODES; i++) {
         char text[32], why[64];
         snprintf(text, sizeof(text), "call %zu", i);
-        snprintf(why, sizeof(why), "the server says no (%d)", codes[i]);
-        weft_controller_reset(cntl);
-        WT_EQ(client_echo(ch, cntl, text), codes[i]);
-        WT_EQ(weft_controller_error_code(cntl), codes[i]);
-        WT_ASSERT_MSG(strstr(weft_controller_error_text(cntl), why), "error text \"%s\"",
-                      weft_controller_error_text(cntl));
-        WT_EQ(weft_controller_retried_count(cntl), 0);
+        snprintf(why, sizeof(why), "the server says no (%d)", error_codes[i]);
+        weft_controller_reset(e.cntl);
+        WT_EQ(client_echo(e.ch, e.cntl, text), error_codes[i]);
+        WT_EQ(weft_controller_error_code(e.cntl), error_codes[i]);
+        WT_ASSERT_MSG(strstr(weft_controller_error_text(e.cntl), why), "error text \"%s\"",
+                      weft_controller_error_text(e.cntl));
+        WT_EQ(weft_controller_retried_count(e.cntl), 0);
     }
-    weft_controller_reset(cntl);
-    WT_EQ(client_echo(ch, cntl, "after"), 0);
-    weft_controller_free(cntl);
-    weft_channel_free(ch);
-    raw_server_join(&rs);
+    weft_controller_reset(e.cntl);
+    WT_EQ(client_echo(e.ch, e.cntl, "after"), 0);
+    client_env_close(&e);
 }
 
 /* Requests compressed as the channel asks (checked by zlib itself), and
@@ -1159,39 +1177,37 @@ static void codec_script(raw_server_t *rs)
     raw_write_reply(fd, q.meta->correlation_id,
                     &(raw_reply_t){.raw_msg = (const uint8_t *)"\x0a\xff\xff", .raw_len = 3});
     raw_request_free(&q);
-    raw_read_request(fd, &q); /* the connection still serves */
-    raw_echo_back(fd, &q);
-    raw_request_free(&q);
+    raw_echo_next(fd); /* the connection still serves */
     close(fd);
 }
 
 static void client_codecs(void)
 {
-    raw_server_t rs;
-    raw_server_start(&rs, codec_script, NULL);
+    client_env_t e;
     weft_channel_options_t o = rt_opts();
     o.checksum = true;
     o.compress_type = WEFT_COMPRESS_GZIP;
-    weft_channel_t *ch = rt_channel(rs.addr, &o);
-    weft_controller_t *cntl = weft_controller_new();
+    client_env_open(&e, codec_script, &o);
     char text[1000];
     for (size_t i = 0; i + 1 < sizeof(text); i++)
         text[i] = "compressible "[i % 13];
     text[sizeof(text) - 1] = 0;
-    WT_EQ(client_echo(ch, cntl, text), 0);
-    weft_controller_reset(cntl);
-    weft_controller_set_compress_type(cntl, WEFT_COMPRESS_ZLIB);
-    WT_EQ(client_echo(ch, cntl, text), 0);
-    weft_controller_reset(cntl);
-    weft_controller_set_compress_type(cntl, WEFT_COMPRESS_NONE);
-    WT_EQ(client_echo(ch, cntl, "x"), WEFT_EREQUEST);
-    weft_controller_reset(cntl);
-    WT_EQ(client_echo(ch, cntl, "y"), WEFT_EREQUEST);
-    weft_controller_reset(cntl);
-    WT_EQ(client_echo(ch, cntl, "z"), 0);
-    weft_controller_free(cntl);
-    weft_channel_free(ch);
-    raw_server_join(&rs);
+    static const struct {
+        int compress; /* -1: the channel's */
+        const char *text;
+        int code;
+    } calls[] = {{-1, NULL, 0},
+                 {WEFT_COMPRESS_ZLIB, NULL, 0},
+                 {WEFT_COMPRESS_NONE, "x", WEFT_EREQUEST},
+                 {WEFT_COMPRESS_NONE, "y", WEFT_EREQUEST},
+                 {WEFT_COMPRESS_NONE, "z", 0}};
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++) {
+        weft_controller_reset(e.cntl);
+        if (calls[i].compress >= 0)
+            weft_controller_set_compress_type(e.cntl, calls[i].compress);
+        WT_EQ(client_echo(e.ch, e.cntl, calls[i].text ? calls[i].text : text), calls[i].code);
+    }
+    client_env_close(&e);
 }
 
 /* A reply that breaks the frame rules fails the connection and its call
@@ -1206,30 +1222,24 @@ static void broken_script(raw_server_t *rs)
     WT_ASSERT(rt_raw_closed(fd, WAIT_MS));
     close(fd);
     fd = raw_accept(rs);
-    raw_read_request(fd, &q);
-    raw_echo_back(fd, &q);
-    raw_request_free(&q);
+    raw_echo_next(fd);
     close(fd);
 }
 
 static void client_broken_reply(void)
 {
-    raw_server_t rs;
-    raw_server_start(&rs, broken_script, NULL);
+    client_env_t e;
     weft_channel_options_t o = rt_opts();
     o.max_retries = 0;
-    weft_channel_t *ch = rt_channel(rs.addr, &o);
-    weft_controller_t *cntl = weft_controller_new();
+    client_env_open(&e, broken_script, &o);
     int64_t t0 = rt_now();
-    int rc = client_echo(ch, cntl, "broken");
+    int rc = client_echo(e.ch, e.cntl, "broken");
     WT_ASSERT_MSG(rc != 0 && rc != WEFT_ERPCTIMEDOUT, "a broken reply gave %d", rc);
     WT_LT(rt_now() - t0, 3 * WEFT_NS_PER_SEC);
     WT_NOTE("a bad reply frame fails the call with %d (%s)", rc, weft_strerror(rc));
-    weft_controller_reset(cntl);
-    WT_EQ(client_echo(ch, cntl, "mended"), 0);
-    weft_controller_free(cntl);
-    weft_channel_free(ch);
-    raw_server_join(&rs);
+    weft_controller_reset(e.cntl);
+    WT_EQ(client_echo(e.ch, e.cntl, "mended"), 0);
+    client_env_close(&e);
 }
 
 static const rt_case_t cases[] = {
