@@ -5,16 +5,7 @@
 #ifndef WEFT_H
 #define WEFT_H
 
-#include "fiber/butex.h"
-#include "fiber/clock.h"
-#include "fiber/error.h"
-#include "fiber/fiber.h"
-#include "fiber/histogram.h"
-#include "fiber/log.h"
-#include "fiber/metrics.h"
-#include "fiber/pool.h"
-#include "fiber/sync.h"
-#include "fiber/timer.h"
+#include "fiber/runtime.h"
 #include "net/acceptor.h"
 #include "net/endpoint.h"
 #include "net/fd.h"

@@ -30,6 +30,20 @@ static inline void *weft__ctx_make(void *stack_top, void (*entry)(void *), void 
     ((uint64_t *)top)[0] = 0;              /* no caller beyond the trampoline */
     return sp;
 }
+#elif defined(__aarch64__)
+/* Frame loaded by weft__ctx_switch: x19..x28, x29, x30, d8..d15 (20
+ * words). x30 is the trampoline; sp ends at `top`, 16-byte aligned. */
+static inline void *weft__ctx_make(void *stack_top, void (*entry)(void *), void *arg)
+{
+    uintptr_t top = (uintptr_t)stack_top & ~(uintptr_t)15;
+    uint64_t *sp = (uint64_t *)top - 20;
+    for (int i = 0; i < 20; i++)
+        sp[i] = 0;
+    sp[0] = (uint64_t)(uintptr_t)arg;      /* x19 */
+    sp[1] = (uint64_t)(uintptr_t)entry;    /* x20 */
+    sp[11] = (uint64_t)(uintptr_t)weft__ctx_trampoline; /* x30; x29 = 0 ends the frame chain */
+    return sp;
+}
 #else
 #error "weft: no fiber context switch for this architecture yet (add context_<arch>.S)"
 #endif

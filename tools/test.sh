@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # tools/test.sh - builds weft and runs every test, the one command CI runs.
 #
-# Three builds, each in its own directory under build-test/:
+# Four builds, each in its own directory under build-test/:
 #   release    gcc, tcmalloc, every suite;
 #   asan       clang, AddressSanitizer + UndefinedBehaviorSanitizer, every suite;
 #   tsan       clang, ThreadSanitizer, the concurrency suites (fiber, net);
+#   aarch64    the fiber runtime alone (-Druntime_only=true) cross-built with
+#              Debian's aarch64 gcc and run under qemu-user, so the other
+#              architecture's context switch is tested too (skipped, saying
+#              why, when the cross packages cannot be installed);
 # the clang builds also run the libFuzzer targets for a bounded time.
 # Sanitizer builds scale the stress loops down (-Dtest_scale) so the whole run
 # stays well inside half an hour on two cores. The last line is
@@ -42,6 +46,12 @@ run_build asan clang "" -Dbuildtype=debugoptimized -Db_sanitize=address,undefine
     -Db_lundef=false -Dtcmalloc=disabled -Dtest_scale=20
 run_build tsan clang "fiber net" -Dbuildtype=debugoptimized -Db_sanitize=thread \
     -Db_lundef=false -Dtcmalloc=disabled -Dtest_scale=10
+if weft_ensure_deps "$WEFT_CROSS_DEB_PACKAGES"; then
+    run_build aarch64 gcc "" --cross-file tools/cross/aarch64-linux-gnu.ini \
+        -Druntime_only=true -Dbuildtype=debugoptimized -Dtcmalloc=disabled -Dtest_scale=10
+else
+    echo "== aarch64 build skipped: cannot install $WEFT_CROSS_DEB_PACKAGES"
+fi
 
 /usr/bin/python3 - "${logs[@]}" <<'PY' || status=1
 import json, sys

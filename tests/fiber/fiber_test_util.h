@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "weft.h"
+#include "fiber/runtime.h"
 #include "weft_test.h"
 
 extern char **environ;
@@ -309,9 +309,22 @@ static inline void wt_run_self(wt_child_t *out, char *const args[], char *const 
     WT_EQ(posix_spawn_file_actions_init(&fa), 0);
     WT_EQ(posix_spawn_file_actions_adddup2(&fa, fds[1], STDERR_FILENO), 0);
 
+    /* A program run by an emulator (a cross build under qemu-user) must
+     * run its children through it too: WEFT_TEST_EXEC_WRAPPER names it,
+     * and the emulator resolves /proc/self/exe to the emulated program. */
+    const char *wrapper = getenv("WEFT_TEST_EXEC_WRAPPER");
+    char self[PATH_MAX];
     char *argv[16];
     size_t argc = 0;
-    argv[argc++] = (char *)"/proc/self/exe";
+    if (wrapper && *wrapper) {
+        ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+        WT_GT(n, 0);
+        self[n] = 0;
+        argv[argc++] = (char *)wrapper;
+        argv[argc++] = self;
+    } else {
+        argv[argc++] = (char *)"/proc/self/exe";
+    }
     for (size_t i = 0; args[i]; i++) {
         WT_LT(argc, 15);
         argv[argc++] = args[i];
@@ -341,7 +354,8 @@ static inline void wt_run_self(wt_child_t *out, char *const args[], char *const 
     envp[k] = NULL;
 
     pid_t pid;
-    int rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp);
+    int rc = wrapper && *wrapper ? posix_spawnp(&pid, wrapper, &fa, NULL, argv, envp)
+                                 : posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, envp);
     WT_EQ(rc, 0);
     posix_spawn_file_actions_destroy(&fa);
     free(envp);

@@ -7,7 +7,7 @@
  * switched off, so every check on a window is exact; one test at the end
  * lets the real timer tick.
  */
-#include "weft.h"
+#include "fiber/runtime.h"
 #include "fiber/metrics_internal.h"
 #include "weft_test.h"
 

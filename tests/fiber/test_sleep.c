@@ -40,6 +40,7 @@ static void sleeper_fn(void *arg)
 
 static void check_lateness(const char *name, sleeper_t *s, size_t n)
 {
+    WT_GT(n, 0);
     int64_t *late = malloc(n * sizeof(*late));
     WT_ASSERT(late);
     size_t too_late = 0;
