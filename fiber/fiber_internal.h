@@ -89,6 +89,9 @@ void weft__butex_parked(weft__waiter_t *w);
  * f->lock held. */
 void weft__butex_interrupt(weft__fiber_t *f);
 
+/* Starts the timer thread if it is not running: 0 or -errno. */
+int weft__timer_start(void);
+
 /* Stops the timer thread (at runtime shutdown). */
 void weft__timer_shutdown(void);
 

@@ -22,8 +22,9 @@
  *    little, and only then parks; one parked worker blocks in the poller
  *    instead of on its futex, so an I/O event wakes a worker directly.
  * The timer thread calls weft__sched_monitor() every millisecond while any
- * worker is busy, which catches a worker that sits on queued work while one
- * long fiber runs.
+ * worker is busy (every 10 ms while none is, since a worker may turn busy
+ * right after a look), which catches a worker that sits on queued work while
+ * one long fiber runs.
  */
 #include "fiber/fiber_internal.h"
 
@@ -875,6 +876,12 @@ static int runtime_start_locked(void)
             abort();
         }
     }
+    /* The monitor runs on the timer thread, which timers alone would start
+     * only when first used; without it a worker sits on queued work for as
+     * long as one fiber runs. */
+    int rc = n > 1 ? weft__timer_start() : 0;
+    if (rc != 0)
+        WEFT_LOG_WARN("cannot start the timer thread: %s", strerror(-rc));
     return 0;
 }
 
@@ -992,7 +999,10 @@ int64_t weft__sched_monitor(void)
     }
     if (wake)
         wake_idle_worker();
-    return busy ? WEFT_NS_PER_MS : 100 * WEFT_NS_PER_MS;
+    /* Idle, look again soon anyway: telling the monitor that a worker turned
+     * busy would cost the wake path a syscall, so the bound on how long work
+     * can sit behind a long fiber after a quiet spell is this tick. */
+    return busy ? WEFT_NS_PER_MS : 10 * WEFT_NS_PER_MS;
 }
 
 /* ---- fibers ---- */

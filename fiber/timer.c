@@ -257,7 +257,7 @@ static void wake_timer_thread(void)
         weft__futex_wake(&tt.wake_seq, 1);
 }
 
-static int timer_thread_ensure(void)
+int weft__timer_start(void)
 {
     if (__builtin_expect(__atomic_load_n(&tt.started, __ATOMIC_ACQUIRE), 1))
         return __atomic_load_n(&tt.stopping, __ATOMIC_RELAXED) ? -ESHUTDOWN : 0;
@@ -294,7 +294,7 @@ static int timer_add(weft_timer_id_t *id, int64_t deadline, int64_t interval, we
 {
     if (!fn || !id)
         return -EINVAL;
-    int rc = timer_thread_ensure();
+    int rc = weft__timer_start();
     if (rc != 0)
         return rc;
     uint32_t slot;

@@ -405,6 +405,10 @@ static void case_work_spreads(void)
     }
     spread_t s = {.n = 4 * workers > 64 ? 64 : 4 * workers};
     int from_pthread = spread(s.n, s.b);
+    /* Idle a while first, so the scheduler's monitor is in its slow tick
+     * when one worker turns busy: the case a fiber-started burst must
+     * survive. */
+    usleep(50 * 1000);
     wt_in_fiber(spread_fn, &s);
     WT_NOTE("work_spreads: %d busy fibers ran on %d workers when started from a pthread, "
             "%d when started from a fiber (of %d)",
