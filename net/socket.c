@@ -201,7 +201,20 @@ static void bump_and_wake(int32_t *word)
     weft_butex_wake_all(word);
 }
 
-static int socket_fail(weft_socket_t *s, uint32_t version, int error)
+/* The handler of a socket that failed while being written to, which must not
+ * run on the writer's stack; the creation reference came along. */
+static void failed_fiber(void *arg)
+{
+    weft_socket_t *s = arg;
+    s->handler->on_failed(s);
+    weft_socket_dereference(s);
+}
+
+/* Fails s if it is still at `version`. `writing`: we are on a writer's stack
+ * (inside weft_socket_write(), whose caller may hold locks the handler takes,
+ * or in the scheduler's batch flush, where nothing may block), so on_failed
+ * runs in a fiber of its own; otherwise in the caller's. */
+static int socket_fail(weft_socket_t *s, uint32_t version, int error, bool writing)
 {
     uint64_t v = __atomic_load_n(&s->vref, __ATOMIC_RELAXED);
     do {
@@ -216,8 +229,11 @@ static int socket_fail(weft_socket_t *s, uint32_t version, int error)
     shutdown(s->fd, SHUT_RDWR);
     bump_and_wake(&s->epollout);
     bump_and_wake(&s->quiesce);
-    if (s->handler && s->handler->on_failed)
+    if (s->handler && s->handler->on_failed) {
+        if (writing && weft_fiber_start_background(NULL, NULL, failed_fiber, s) == 0)
+            return 0;
         s->handler->on_failed(s);
+    }
     weft_socket_dereference(s);
     return 0;
 }
@@ -227,15 +243,15 @@ int weft_socket_set_failed(weft_socket_id_t id, int error)
     weft_socket_t *s = weft_pool_at(&socket_pool, (uint32_t)id);
     if (!s || id == 0)
         return -ESRCH;
-    return socket_fail(s, id_version(id), error < 0 ? -error : error);
+    return socket_fail(s, id_version(id), error < 0 ? -error : error, false);
 }
 
 /* Fails a socket we hold a reference to, whatever its id. */
-static void fail_held(weft_socket_t *s, int error)
+static void fail_held(weft_socket_t *s, int error, bool writing)
 {
     uint32_t ver = vref_version(__atomic_load_n(&s->vref, __ATOMIC_RELAXED));
     if (!(ver & 1))
-        socket_fail(s, ver, error);
+        socket_fail(s, ver, error, writing);
 }
 
 bool weft_socket_failed(const weft_socket_t *s)
@@ -339,7 +355,7 @@ int weft_socket_create(weft_socket_id_t *id, const weft_socket_options_t *opts)
     *id = ((uint64_t)version << 32) | slot;
     rc = watch(s, version);
     if (rc != 0) {
-        socket_fail(s, version, -rc);
+        socket_fail(s, version, -rc, false);
         *id = 0;
         return rc;
     }
@@ -390,7 +406,7 @@ int weft_socket_revive(weft_socket_t *s, int fd)
     rc = watch(s, version);
     if (rc != 0) {
         __atomic_store_n(&s->nevent, 0, __ATOMIC_RELEASE);
-        socket_fail(s, version, -rc);
+        socket_fail(s, version, -rc, false);
         return rc;
     }
     /* Give the input back; events that came meanwhile need a reader. */
@@ -539,7 +555,7 @@ static void input_fiber(void *arg)
         if (why != WEFT_EEOF)
             WEFT_LOG_EVERY_SEC(WEFT_LOG_WARN, "socket fd=%d failed on input: %s", s->fd,
                                weft_strerror(why));
-        fail_held(s, why);
+        fail_held(s, why, false);
     }
     /* A failed socket reads no more: let a revive claim the input. */
     if (weft_socket_failed(s))
@@ -553,7 +569,7 @@ static void start_input(weft_socket_t *s)
     weft_fiber_attr_t attr = {.name = "weft-input"};
     weft_socket_ref(s);
     if (weft_fiber_start_background(NULL, &attr, input_fiber, s) != 0) {
-        fail_held(s, ENOMEM);
+        fail_held(s, ENOMEM, false);
         weft_socket_dereference(s);
     }
 }
@@ -708,7 +724,7 @@ static wreq_t *drive_output(weft_socket_t *s, wreq_t *req, bool may_block)
         if (!error) {
             WEFT_LOG_EVERY_SEC(WEFT_LOG_WARN, "socket fd=%d failed on output: %s", s->fd,
                                weft_strerror((int)w));
-            fail_held(s, (int)-w);
+            fail_held(s, (int)-w, true);
         }
         int why = weft_socket_error(s);
         fail_requests(s, req, why ? why : (int)-w);
@@ -744,7 +760,7 @@ static void continue_output(weft_socket_t *s, wreq_t *rest)
             return;
         free(kw);
     }
-    fail_held(s, ENOMEM);
+    fail_held(s, ENOMEM, true);
     fail_requests(s, rest, ENOMEM);
     weft_socket_dereference(s);
 }

@@ -48,8 +48,11 @@ typedef struct weft_socket_handler {
      * last message of a read, which runs in the input fiber after it has
      * stopped reading (so a new input fiber may already be reading). */
     void (*process)(weft_socket_msg_t *msg);
-    /* Optional. Called once, right after the socket failed, in the fiber
-     * that failed it. */
+    /* Optional. Called once, right after the socket failed: in the fiber
+     * that failed it (weft_socket_set_failed(), or the input fiber), except
+     * when the failure was found while writing. Then it runs in a fiber of
+     * its own, never inside weft_socket_write(), so a caller may write while
+     * holding a lock that on_failed takes. */
     void (*on_failed)(weft_socket_t *s);
     /* Optional. The socket is being recycled: release what `user` holds. */
     void (*on_recycle)(weft_socket_t *s);

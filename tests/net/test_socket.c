@@ -1184,6 +1184,75 @@ static void write_after_failed(void)
     close(sv[1]);
 }
 
+/* A write that finds the peer gone fails the socket, and on_failed must
+ * not run on the writer's stack: an RPC client writes while holding the
+ * call's lock, and its on_failed takes the lock of every call on the
+ * connection (a self-deadlock, seen when a server restarted under load). */
+typedef struct {
+    weft_mutex_t lock;      /* held by the writer across weft_socket_write */
+    weft_fiber_t writer;
+    weft_fiber_t failed_in; /* the fiber on_failed ran in */
+    int lock_was_free;      /* on_failed could take the lock at once */
+    int calls;
+    weft_socket_id_t id;
+} write_fail_t;
+
+static void write_fail_readable(weft_socket_t *s)
+{
+    (void)s; /* no reading: only the write may find the peer gone */
+}
+
+static void write_fail_on_failed(weft_socket_t *s)
+{
+    write_fail_t *w = weft_socket_user(s);
+    w->failed_in = weft_fiber_self();
+    if (weft_mutex_trylock(&w->lock) == 0) {
+        w->lock_was_free = 1;
+        weft_mutex_unlock(&w->lock);
+    }
+    NT_ADD(&w->calls, 1);
+}
+
+static const weft_socket_handler_t write_fail_handler = {
+    .on_readable = write_fail_readable,
+    .on_failed = write_fail_on_failed,
+};
+
+static void write_fail_fiber(void *arg)
+{
+    write_fail_t *w = arg;
+    weft_socket_t *s = weft_socket_address(w->id);
+    WT_ASSERT(s);
+    w->writer = weft_fiber_self();
+    weft_mutex_lock(&w->lock);
+    weft_iobuf_t b = WEFT_IOBUF_INIT;
+    WT_EQ(weft_iobuf_append(&b, "to nobody", 9), 0);
+    WT_EQ(weft_socket_write(s, &b, NULL), 0); /* failures come through on_failed */
+    weft_iobuf_clear(&b);
+    weft_mutex_unlock(&w->lock);
+    weft_socket_dereference(s);
+}
+
+static void failed_while_writing(void)
+{
+    int64_t alive0 = sockets_alive();
+    int sv[2];
+    nt_socketpair(sv);
+    close(sv[1]);
+    write_fail_t w = {0};
+    weft_mutex_init(&w.lock);
+    weft_socket_options_t o = {.fd = sv[0], .handler = &write_fail_handler, .user = &w};
+    WT_EQ(weft_socket_create(&w.id, &o), 0);
+    nt_in_fiber(write_fail_fiber, &w);
+    NT_AWAIT(NT_LOAD(&w.calls) == 1, 10);
+    NT_AWAIT(sockets_alive() == alive0, 10);
+    WT_EQ(w.calls, 1);
+    WT_NE(w.failed_in, 0);
+    WT_ASSERT_MSG(w.failed_in != w.writer, "on_failed ran inside weft_socket_write");
+    WT_EQ(w.lock_was_free, 1);
+    WT_EQ(weft_socket_set_failed(w.id, EPIPE), -ESRCH);
+}
+
 /* revive() while the old connection's input fiber is still inside cut():
  * the input fiber must not go on reading the new connection side by side
  * with the new one's input fiber (cut() must never run twice at once). */
@@ -1404,6 +1473,7 @@ int main(int argc, char **argv)
         NT_CASE(eof_error),
         NT_CASE(bad_input),
         NT_CASE(write_after_failed),
+        NT_CASE(failed_while_writing),
         NT_CASE(revive),
         NT_CASE(fd_wait_pipe),
         NT_CASE(many_connections),
