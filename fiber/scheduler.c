@@ -489,6 +489,24 @@ static weft__fiber_t *after_switch(weft__worker_t *w, weft__fiber_t *f)
     }
 }
 
+/* Calls the poller, which the caller owns (poller_busy), and gives it up.
+ * Any poll may consume a wake meant for a blocked one (the wake event is
+ * just readable until somebody reads it), so every poll, not only the
+ * blocking one, clears poller_wake_pending after it returns: a flag left set
+ * would make later wakers believe a wake is still on its way and skip
+ * theirs, and the next worker to block in the poller would sleep through
+ * work queued from other threads. */
+static int call_poller(weft__worker_t *w, int timeout_ms)
+{
+    STAT_INC(w->st_polls);
+    int n = sched.poller.poll(sched.poller.arg, timeout_ms);
+    __atomic_store_n(&sched.last_poll_ns, weft_clock_ns(), __ATOMIC_RELAXED);
+    __atomic_store_n(&sched.poller_blocking, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sched.poller_wake_pending, 0, __ATOMIC_RELEASE);
+    __atomic_store_n(&sched.poller_busy, 0, __ATOMIC_RELEASE);
+    return n;
+}
+
 /* Runs the poller if no other worker is in it. Returns events handled. */
 static int poll_once(weft__worker_t *w, int timeout_ms)
 {
@@ -496,11 +514,7 @@ static int poll_once(weft__worker_t *w, int timeout_ms)
         __atomic_load_n(&sched.poller_busy, __ATOMIC_RELAXED) ||
         __atomic_exchange_n(&sched.poller_busy, 1, __ATOMIC_ACQUIRE))
         return 0;
-    STAT_INC(w->st_polls);
-    int n = sched.poller.poll(sched.poller.arg, timeout_ms);
-    __atomic_store_n(&sched.last_poll_ns, weft_clock_ns(), __ATOMIC_RELAXED);
-    __atomic_store_n(&sched.poller_busy, 0, __ATOMIC_RELEASE);
-    return n;
+    return call_poller(w, timeout_ms);
 }
 
 /* Busy workers never reach the idle loop, so now and then one of them polls
@@ -637,11 +651,7 @@ static void park(weft__worker_t *w)
 
     STAT_INC(w->st_parks);
     if (use_poller) {
-        STAT_INC(w->st_polls);
-        sched.poller.poll(sched.poller.arg, -1);
-        __atomic_store_n(&sched.poller_blocking, 0, __ATOMIC_SEQ_CST);
-        __atomic_store_n(&sched.poller_wake_pending, 0, __ATOMIC_RELEASE);
-        __atomic_store_n(&sched.poller_busy, 0, __ATOMIC_RELEASE);
+        call_poller(w, -1);
         __atomic_fetch_add(&sched.nspinning, 1, __ATOMIC_SEQ_CST);
     } else {
         wait_claimed(w);

@@ -39,6 +39,16 @@ extern char **environ;
 #define WT_SUB(p, v) __atomic_sub_fetch((p), (v), __ATOMIC_ACQ_REL)
 #define WT_XCHG(p, v) __atomic_exchange_n((p), (v), __ATOMIC_ACQ_REL)
 
+/* A pause for busy-wait loops. */
+static inline void wt_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 static inline int64_t wt_now(void)
 {
     return weft_clock_ns();
