@@ -95,6 +95,10 @@ int weft__timer_start(void);
 /* Stops the timer thread (at runtime shutdown). */
 void weft__timer_shutdown(void);
 
+/* Runs the timers that are due, unless none is or another thread is at it.
+ * Workers call it between fibers with the time they read anyway. */
+void weft__timer_run_due(int64_t now);
+
 /* Fiber-local storage of a fiber that ends (runs the destructors). */
 void weft__fls_destroy(struct weft__fls **fls);
 

@@ -518,13 +518,17 @@ static int poll_once(weft__worker_t *w, int timeout_ms)
 }
 
 /* Busy workers never reach the idle loop, so now and then one of them polls
- * for I/O, lest sockets wait behind a queue of fibers that never empties. */
-static void poll_if_stale(weft__worker_t *w)
+ * for I/O, lest sockets wait behind a queue of fibers that never empties,
+ * and fires the timers that the timer thread is late for: with every core
+ * busy it may wait a scheduler timeslice for a CPU. */
+static void housekeep(weft__worker_t *w)
 {
+    int64_t now = weft_clock_ns();
+    weft__timer_run_due(now);
     if (!__atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED))
         return;
     int64_t last = __atomic_load_n(&sched.last_poll_ns, __ATOMIC_RELAXED);
-    if (weft_clock_ns() - last >= POLL_STALE_NS)
+    if (now - last >= POLL_STALE_NS)
         poll_once(w, 0);
 }
 
@@ -543,7 +547,7 @@ static void run_fibers(weft__worker_t *w, weft__fiber_t *f)
          * dry (fibers yielding to each other, say). */
         if (++w->tick % FAIR_TICK == 0) {
             batch_flush();
-            poll_if_stale(w);
+            housekeep(w);
         }
     }
 }
@@ -730,8 +734,12 @@ static weft__fiber_t *find_idle_work(weft__worker_t *w)
                 set_state(w, W_RUNNING);
                 return NULL;
             }
-            if ((round & 7) == 7 && weft_clock_ns() >= spin_until)
-                break;
+            if ((round & 7) == 7) {
+                int64_t now = weft_clock_ns();
+                weft__timer_run_due(now);
+                if (now >= spin_until)
+                    break;
+            }
             for (int i = 0; i < 32; i++)
                 weft__cpu_relax();
         }
@@ -990,7 +998,6 @@ int64_t weft__sched_monitor(void)
 {
     if (__atomic_load_n(&sched.state, __ATOMIC_ACQUIRE) != RT_RUNNING)
         return -1;
-    weft__stack_trim();
     bool busy = false, wake = false;
     for (int i = 0; i < sched.nworkers; i++) {
         weft__worker_t *v = &sched.workers[i];

@@ -10,9 +10,10 @@
  * per fiber would cost more than everything else a fiber start does, and a
  * recently used stack is warm in cache and TLB. A worker never unmaps: a
  * fiber's exit returns its stack to the shared list whatever its length,
- * and the timer thread trims what the list holds beyond its limit, a batch
- * at a time, so that a burst of thousands of fibers ending does not turn
- * into thousands of munmap calls on the workers' critical path.
+ * and the timer thread trims what the list holds beyond its limit, a few at
+ * a time while no timer is due, so that a burst of thousands of fibers
+ * ending does not turn into thousands of munmap calls on the workers'
+ * critical path.
  */
 #include "fiber/stack_internal.h"
 #include "fiber/clock.h"
@@ -35,12 +36,8 @@ static const size_t class_size[WEFT__STACK_NCLASS] = {
 /* How many free stacks of each class a thread keeps, and the shared list. */
 static const int tls_cache_max[WEFT__STACK_NCLASS] = {64, 32, 2};
 static const int shared_max[WEFT__STACK_NCLASS] = {4096, 1024, 16};
-/* The timer thread unmaps surplus stacks a few per tick, and for at most
- * TRIM_BUDGET_NS: timers fire from the same thread, and one munmap costs
- * up to tens of microseconds. */
-#define TRIM_BATCH 8
-#define TRIM_BUDGET_NS (200 * 1000)
-
+/* The timer thread unmaps the surplus one stack at a time within a window
+ * it chooses (see weft__stack_trim). */
 struct stack_cache {
     weft__stack_t *head;
     int n;
@@ -195,26 +192,26 @@ void weft__stack_put(weft__stack_t *s)
     pthread_mutex_unlock(&shared[cls].lock);
 }
 
-void weft__stack_trim(void)
+int weft__stack_trim(int64_t until)
 {
-    int64_t until = weft_clock_ns() + TRIM_BUDGET_NS;
-    for (int cls = 0; cls < WEFT__STACK_NCLASS && weft_clock_ns() < until; cls++) {
-        weft__stack_t *batch = NULL;
-        pthread_mutex_lock(&shared[cls].lock);
-        for (int k = 0; k < TRIM_BATCH && shared[cls].n > shared_max[cls]; k++) {
-            weft__stack_t *s = shared[cls].head;
-            shared[cls].head = s->next;
-            shared[cls].n--;
-            s->next = batch;
-            batch = s;
-        }
-        pthread_mutex_unlock(&shared[cls].lock);
-        while (batch) {
-            weft__stack_t *next = batch->next;
-            stack_unmap(batch);
-            batch = next;
+    int unmapped = 0;
+    for (int cls = 0; cls < WEFT__STACK_NCLASS; cls++) {
+        while (weft_clock_ns() < until) {
+            weft__stack_t *s = NULL;
+            pthread_mutex_lock(&shared[cls].lock);
+            if (shared[cls].n > shared_max[cls]) {
+                s = shared[cls].head;
+                shared[cls].head = s->next;
+                shared[cls].n--;
+            }
+            pthread_mutex_unlock(&shared[cls].lock);
+            if (!s)
+                break;
+            stack_unmap(s);
+            unmapped++;
         }
     }
+    return unmapped;
 }
 
 void weft__stack_stats(weft__stack_stats_t *out)

@@ -35,9 +35,10 @@ int weft__stack_class(size_t stack_size);
 weft__stack_t *weft__stack_get(int cls, size_t bytes);
 void weft__stack_put(weft__stack_t *s);
 
-/* Unmaps a batch of the stacks kept beyond the caches' limits. Called by
- * the timer thread, off the workers' path. */
-void weft__stack_trim(void);
+/* Unmaps stacks kept beyond the caches' limits, one at a time until the
+ * clock passes `until`; returns how many. Called by the timer thread, off
+ * the workers' path. */
+int weft__stack_trim(int64_t until);
 
 /* Guard region of a stack, for the overflow handler. */
 static inline int weft__stack_in_guard(const weft__stack_t *s, const void *addr)

@@ -1,12 +1,20 @@
 /*
- * timer.c - the timer thread.
+ * timer.c - timers: a timer thread, helped by the workers.
  *
- * Adding a timer pushes it onto one of a few buckets (chosen per thread, so
- * threads rarely share a lock) and, only if it is now the earliest timer the
- * thread will wake for, lowers `nearest` and wakes the timer thread. The
- * timer thread owns a binary heap: each round it empties the buckets into
- * the heap, runs what is due, and sleeps until the heap's first deadline or
- * until an earlier timer arrives.
+ * Adding a timer pushes it onto one of a few lock-free lists (chosen per
+ * thread, so threads rarely share a cache line) and lowers `due`, the
+ * earliest pending deadline, waking the timer thread only if it sleeps
+ * beyond the new timer. No lock on that path: an adder preempted mid-add
+ * must not stall the thread every timer depends on.
+ *
+ * Whoever holds run_lock owns a binary heap: it empties the lists into the
+ * heap and runs what is due. The timer thread does so each round and then
+ * sleeps until `due` or an earlier arrival. Workers do it too, between two
+ * fibers, when they notice `due` has passed: with every core busy the timer
+ * thread waits a scheduler timeslice (milliseconds) for a CPU, but a busy
+ * worker passes by every few microseconds. So timers fire on time when the
+ * machine is loaded, and still fire when every worker is stuck in a long
+ * fiber.
  *
  * A timer's state and version share one 64-bit word, so cancel is one CAS
  * that can never hit a recycled timer. Cancelled timers stay where they are
@@ -17,6 +25,7 @@
 #include "fiber/fiber_internal.h"
 #include "fiber/log.h"
 #include "fiber/pool.h"
+#include "fiber/stack_internal.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -24,6 +33,12 @@
 #include <sys/prctl.h>
 
 #define NBUCKETS 16
+
+/* Stack trimming (see trim_stacks): how much time it may take, how far the
+ * next timer must be, and how often it runs. */
+#define TRIM_BUDGET_NS (200 * 1000)
+#define TRIM_MARGIN_NS (1000 * 1000)
+#define TRIM_PERIOD_NS (10 * 1000 * 1000)
 
 /* Low half of vs: state and flags; high half: version. */
 enum {
@@ -48,9 +63,7 @@ typedef struct entry {
 } entry_t;
 
 typedef struct {
-    weft__spinlock_t lock;
-    entry_t *head;
-    int64_t earliest;
+    entry_t *head; /* a lock-free stack: pushed by adders, taken whole */
 } __attribute__((aligned(64))) tbucket_t;
 
 static void entry_init(void *obj, uint32_t slot)
@@ -67,16 +80,24 @@ static struct {
     int started, stopping;
     pthread_t thread;
     tbucket_t buckets[NBUCKETS];
-    int64_t nearest;          /* earliest deadline the thread will wake for */
+    pthread_mutex_t run_lock; /* owns the heap: pulls and runs timers */
+    int64_t due;              /* earliest pending deadline (a hint) */
+    int64_t wake_at;          /* when the sleeping thread wakes; MIN while awake */
     int32_t wake_seq;
     int32_t sleeping;
     int next_bucket;
+    int64_t last_trim;
     entry_t **heap;
     size_t heap_len, heap_cap;
-} tt = {.lock = PTHREAD_MUTEX_INITIALIZER};
+} tt = {
+    .lock = PTHREAD_MUTEX_INITIALIZER,
+    .run_lock = PTHREAD_MUTEX_INITIALIZER,
+    .due = INT64_MAX,
+    .wake_at = INT64_MIN,
+};
 
 static __thread int tls_bucket = -1;
-static __thread entry_t *tls_running; /* set on the timer thread during a callback */
+static __thread entry_t *tls_running; /* set on the thread running a callback */
 
 static inline uint32_t vs_version(uint64_t vs)
 {
@@ -203,11 +224,7 @@ static void pull_buckets(void)
         tbucket_t *b = &tt.buckets[i];
         if (!__atomic_load_n(&b->head, __ATOMIC_RELAXED))
             continue;
-        weft__spin_lock(&b->lock);
-        entry_t *e = b->head;
-        b->head = NULL;
-        b->earliest = INT64_MAX;
-        weft__spin_unlock(&b->lock);
+        entry_t *e = __atomic_exchange_n(&b->head, NULL, __ATOMIC_ACQUIRE);
         while (e) {
             entry_t *next = e->next;
             if ((vs_low(__atomic_load_n(&e->vs, __ATOMIC_ACQUIRE)) & T_STATE_MASK) != T_PENDING ||
@@ -218,36 +235,20 @@ static void pull_buckets(void)
     }
 }
 
-static void *timer_main(void *arg)
+/* Surplus fiber stacks are unmapped here, not on a worker, but one munmap
+ * costs tens of microseconds (plus a TLB shootdown on every core running
+ * the process), and a timer thread busy unmapping is late and looks like a
+ * CPU hog to the kernel's scheduler, which then stops favouring its wakeups.
+ * So trimming waits for a quiet window: no timer due within the margin, a
+ * bounded budget, at most once a period. Memory still comes back within
+ * seconds; timers stay on time. */
+static void trim_stacks(int64_t now)
 {
-    (void)arg;
-    pthread_setname_np(pthread_self(), "weft-timer");
-    /* Sleep to the microsecond, not to the default 50 us slack. */
-    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
-    while (!__atomic_load_n(&tt.stopping, __ATOMIC_ACQUIRE)) {
-        __atomic_store_n(&tt.nearest, INT64_MAX, __ATOMIC_SEQ_CST);
-        pull_buckets();
-        int64_t now = weft_clock_ns();
-        while (tt.heap_len && tt.heap[0]->deadline <= now)
-            entry_run(heap_pop(), now);
-
-        int64_t next = tt.heap_len ? tt.heap[0]->deadline : INT64_MAX;
-        int64_t tick = weft__sched_monitor();
-        now = weft_clock_ns();
-        if (tick > 0 && now + tick < next)
-            next = now + tick;
-        int32_t seq = __atomic_load_n(&tt.wake_seq, __ATOMIC_SEQ_CST);
-        int64_t cur = __atomic_load_n(&tt.nearest, __ATOMIC_SEQ_CST);
-        if (cur < next || !__atomic_compare_exchange_n(&tt.nearest, &cur, next, false,
-                                                       __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
-            continue; /* an earlier timer arrived meanwhile */
-        __atomic_store_n(&tt.sleeping, 1, __ATOMIC_SEQ_CST);
-        if (__atomic_load_n(&tt.wake_seq, __ATOMIC_SEQ_CST) == seq &&
-            !__atomic_load_n(&tt.stopping, __ATOMIC_ACQUIRE))
-            weft__futex_wait(&tt.wake_seq, seq, next == INT64_MAX ? -1 : next);
-        __atomic_store_n(&tt.sleeping, 0, __ATOMIC_SEQ_CST);
-    }
-    return NULL;
+    int64_t due = __atomic_load_n(&tt.due, __ATOMIC_RELAXED);
+    if (now - tt.last_trim < TRIM_PERIOD_NS || due - now < TRIM_MARGIN_NS + TRIM_BUDGET_NS)
+        return;
+    tt.last_trim = now;
+    weft__stack_trim(now + TRIM_BUDGET_NS);
 }
 
 static void wake_timer_thread(void)
@@ -257,6 +258,77 @@ static void wake_timer_thread(void)
         weft__futex_wake(&tt.wake_seq, 1);
 }
 
+/* Lowers `due` to `deadline` if that is earlier, and wakes the timer thread
+ * if it sleeps until later. Pairs with timer_main: it publishes wake_at and
+ * then reads due, we lower due and then read wake_at (all seq_cst), so one
+ * of us sees the other. */
+static void due_lower(int64_t deadline)
+{
+    int64_t cur = __atomic_load_n(&tt.due, __ATOMIC_SEQ_CST);
+    while (deadline < cur) {
+        if (__atomic_compare_exchange_n(&tt.due, &cur, deadline, false, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_SEQ_CST)) {
+            if (deadline < __atomic_load_n(&tt.wake_at, __ATOMIC_SEQ_CST))
+                wake_timer_thread();
+            return;
+        }
+    }
+}
+
+/* Pulls new timers into the heap and runs what is due; run_lock held. `due`
+ * reads "none" while the buckets are emptied, so that a timer added after
+ * the pull lowers it again. */
+static void run_due_locked(void)
+{
+    __atomic_store_n(&tt.due, INT64_MAX, __ATOMIC_SEQ_CST);
+    pull_buckets();
+    int64_t now = weft_clock_ns();
+    while (tt.heap_len && tt.heap[0]->deadline <= now)
+        entry_run(heap_pop(), now);
+    if (tt.heap_len)
+        due_lower(tt.heap[0]->deadline);
+}
+
+void weft__timer_run_due(int64_t now)
+{
+    if (now < __atomic_load_n(&tt.due, __ATOMIC_RELAXED) ||
+        pthread_mutex_trylock(&tt.run_lock) != 0)
+        return;
+    run_due_locked();
+    pthread_mutex_unlock(&tt.run_lock);
+}
+
+static void *timer_main(void *arg)
+{
+    (void)arg;
+    pthread_setname_np(pthread_self(), "weft-timer");
+    /* Sleep to the microsecond, not to the default 50 us slack. */
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
+    while (!__atomic_load_n(&tt.stopping, __ATOMIC_ACQUIRE)) {
+        pthread_mutex_lock(&tt.run_lock);
+        run_due_locked();
+        pthread_mutex_unlock(&tt.run_lock);
+        int64_t tick = weft__sched_monitor();
+        trim_stacks(weft_clock_ns());
+
+        int32_t seq = __atomic_load_n(&tt.wake_seq, __ATOMIC_SEQ_CST);
+        int64_t now = weft_clock_ns();
+        int64_t next = __atomic_load_n(&tt.due, __ATOMIC_SEQ_CST);
+        if (tick > 0 && now + tick < next)
+            next = now + tick;
+        __atomic_store_n(&tt.wake_at, next, __ATOMIC_SEQ_CST);
+        if (next > now && __atomic_load_n(&tt.due, __ATOMIC_SEQ_CST) >= next) {
+            __atomic_store_n(&tt.sleeping, 1, __ATOMIC_SEQ_CST);
+            if (__atomic_load_n(&tt.wake_seq, __ATOMIC_SEQ_CST) == seq &&
+                !__atomic_load_n(&tt.stopping, __ATOMIC_ACQUIRE))
+                weft__futex_wait(&tt.wake_seq, seq, next == INT64_MAX ? -1 : next);
+            __atomic_store_n(&tt.sleeping, 0, __ATOMIC_SEQ_CST);
+        }
+        __atomic_store_n(&tt.wake_at, INT64_MIN, __ATOMIC_SEQ_CST);
+    }
+    return NULL;
+}
+
 int weft__timer_start(void)
 {
     if (__builtin_expect(__atomic_load_n(&tt.started, __ATOMIC_ACQUIRE), 1))
@@ -264,9 +336,6 @@ int weft__timer_start(void)
     pthread_mutex_lock(&tt.lock);
     int rc = 0;
     if (!tt.started) {
-        for (int i = 0; i < NBUCKETS; i++)
-            tt.buckets[i].earliest = INT64_MAX;
-        tt.nearest = INT64_MAX;
         rc = -pthread_create(&tt.thread, NULL, timer_main, NULL);
         if (rc == 0)
             __atomic_store_n(&tt.started, 1, __ATOMIC_RELEASE);
@@ -312,24 +381,15 @@ static int timer_add(weft_timer_id_t *id, int64_t deadline, int64_t interval, we
     if (tls_bucket < 0)
         tls_bucket = __atomic_fetch_add(&tt.next_bucket, 1, __ATOMIC_RELAXED) % NBUCKETS;
     tbucket_t *b = &tt.buckets[tls_bucket];
-    weft__spin_lock(&b->lock);
-    e->next = b->head;
-    __atomic_store_n(&b->head, e, __ATOMIC_RELAXED);
-    bool earliest = deadline < b->earliest;
-    if (earliest)
-        b->earliest = deadline;
-    weft__spin_unlock(&b->lock);
+    entry_t *head = __atomic_load_n(&b->head, __ATOMIC_RELAXED);
+    do
+        e->next = head;
+    while (!__atomic_compare_exchange_n(&b->head, &head, e, true, __ATOMIC_SEQ_CST,
+                                        __ATOMIC_RELAXED));
 
-    if (earliest) {
-        int64_t cur = __atomic_load_n(&tt.nearest, __ATOMIC_SEQ_CST);
-        while (deadline < cur) {
-            if (__atomic_compare_exchange_n(&tt.nearest, &cur, deadline, false, __ATOMIC_SEQ_CST,
-                                            __ATOMIC_SEQ_CST)) {
-                wake_timer_thread();
-                break;
-            }
-        }
-    }
+    /* Pushed first, announced second: whoever pulled the bucket before
+     * our push had reset `due` before pulling, so lowering it now counts. */
+    due_lower(deadline);
     return 0;
 }
 

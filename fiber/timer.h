@@ -3,10 +3,11 @@
  *
  * One timer thread serves the whole process: fiber sleeps, timed waits, RPC
  * deadlines and periodic housekeeping all end up here. Callbacks run on that
- * thread, so they fire even when every worker is busy; keep them short (a
- * callback that has real work to do should start a fiber). Adding a timer
- * takes a per-thread-sharded lock and wakes the timer thread only when the
- * new timer is the earliest; cancelling is one CAS.
+ * thread, or on a worker between two fibers when the timer thread is late
+ * (never inside a fiber), so they fire even when every worker is busy; keep
+ * them short and never block in them (a callback that has real work to do
+ * should start a fiber). Adding a timer takes no lock and wakes the timer
+ * thread only when the new timer is the earliest; cancelling is one CAS.
  *
  * All times are weft_clock_ns() nanoseconds.
  */
@@ -35,8 +36,8 @@ enum {
                                  it is not running now and will not run again */
 };
 
-/* Cancels a timer. If the callback is running on the timer thread right
- * now, waits until it returns (unless called from that callback). Returns
+/* Cancels a timer. If the callback is running right now, waits until it
+ * returns (unless called from that callback). Returns
  * WEFT_TIMER_CANCELLED or WEFT_TIMER_RAN; an id that was already cancelled
  * also reads as WEFT_TIMER_RAN. -EINVAL for id 0. */
 int weft_timer_cancel(weft_timer_id_t id);

@@ -2,11 +2,13 @@
  * test_sleep.c - sleeping fibers and threads wake on time.
  *
  * Every timed wait in weft (RPC deadlines, retries, idle reaping) rides on
- * the same path as a fiber sleep: a timer on the timer thread readies the
- * fiber, a worker runs it. So 10k fibers sleep to random deadlines 0-200 ms
- * away, by weft_fiber_usleep and by weft_fiber_sleep_until; each must wake no
- * earlier than its deadline and at most 5 ms after it. The distribution of
- * the lateness is printed. Plain pthreads sleep through the same calls.
+ * the same path as a fiber sleep: a timer readies the fiber (on the timer
+ * thread, or on a busy worker between two fibers), a worker runs it. So 10k
+ * fibers sleep to random deadlines 0-200 ms away, by weft_fiber_usleep and by
+ * weft_fiber_sleep_until, while the workers are still busy starting the
+ * later ones (each needs a fresh stack); each must wake no earlier than its
+ * deadline and at most 5 ms after it, in one of two rounds. The distribution
+ * of the lateness is printed. Plain pthreads sleep through the same calls.
  */
 #include "fiber_test_util.h"
 
@@ -38,7 +40,11 @@ static void sleeper_fn(void *arg)
     sleep_once(arg);
 }
 
-static void check_lateness(const char *name, sleeper_t *s, size_t n)
+/* Checks the sleepers woke on time. With `tries_left`, a timing miss only
+ * returns false (the caller runs the round again): one late wakeup can be a
+ * vCPU the host took away, which no runtime can help; two rounds in a row
+ * cannot. Waking early, or an error, always fails. */
+static bool check_lateness(const char *name, sleeper_t *s, size_t n, int tries_left)
 {
     WT_GT(n, 0);
     int64_t *late = malloc(n * sizeof(*late));
@@ -55,11 +61,15 @@ static void check_lateness(const char *name, sleeper_t *s, size_t n)
     int64_t worst = late[n - 1];
     free(late);
     if (too_late)
-        WT_NOTE("%s: %zu of %zu sleepers woke too late", name, too_late, n);
+        WT_NOTE("%s: %zu of %zu sleepers woke too late%s", name, too_late, n,
+                tries_left ? "; once more" : "");
+    if (too_late && tries_left)
+        return false;
     WT_TIMING_LE(worst, MAX_LATE_NS);
+    return true;
 }
 
-static void case_many_fibers(void)
+static bool many_fibers_once(int tries_left)
 {
     size_t n = (size_t)wt_scaled(10000);
     sleeper_t *s = calloc(n, sizeof(*s));
@@ -80,9 +90,16 @@ static void case_many_fibers(void)
             n, wt_ms(t1 - t0), wt_ms(wt_now() - t0));
     for (size_t i = 0; i < n; i++)
         wt_join(ids[i]);
-    check_lateness("fiber_sleep_lateness", s, n);
+    bool ok = check_lateness("fiber_sleep_lateness", s, n, tries_left);
     free(ids);
     free(s);
+    return ok;
+}
+
+static void case_many_fibers(void)
+{
+    if (!many_fibers_once(1))
+        many_fibers_once(0);
 }
 
 static void *sleeper_thread(void *arg)
@@ -110,7 +127,7 @@ static void case_pthreads(void)
     }
     for (int i = 0; i < THREADS; i++)
         wt_thread_join(t[i]);
-    check_lateness("pthread_sleep_lateness", &s[0][0], THREADS * EACH);
+    check_lateness("pthread_sleep_lateness", &s[0][0], THREADS * EACH, 0);
 }
 
 typedef struct {

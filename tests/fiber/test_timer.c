@@ -305,7 +305,7 @@ static void slow_cb(void *arg)
 {
     slow_t *s = arg;
     WT_STORE(&s->started, 1);
-    weft_fiber_usleep(50 * 1000); /* on the timer thread: a plain sleep */
+    weft_fiber_usleep(50 * 1000); /* never in a fiber: a plain sleep */
     WT_STORE(&s->finished, 1);
 }
 
@@ -321,9 +321,11 @@ static void slow_cancel_fn(void *arg)
     slow_cancel_t *c = arg;
     weft_timer_id_t id;
     WT_EQ(weft_timer_run_after(&id, WEFT_NS_PER_MS, slow_cb, &c->s), 0);
-    /* Not a sleep: the timer thread that would end it is in slow_cb. */
+    /* Neither a sleep (timers wait while slow_cb runs) nor a yield (this
+     * worker could then run slow_cb itself, between two fibers, and the
+     * cancel below would come after it): spin until another thread runs it. */
     while (!WT_LOAD(&c->s.started))
-        weft_fiber_yield();
+        wt_relax();
     int64_t t0 = wt_now();
     c->rc = weft_timer_cancel(id);
     c->finished_seen = WT_LOAD(&c->s.finished);
