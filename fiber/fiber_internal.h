@@ -99,6 +99,9 @@ void weft__timer_shutdown(void);
  * Workers call it between fibers with the time they read anyway. */
 void weft__timer_run_due(int64_t now);
 
+/* Whether any timer is pending (a hint, for skipping the clock). */
+bool weft__timer_pending(void);
+
 /* Fiber-local storage of a fiber that ends (runs the destructors). */
 void weft__fls_destroy(struct weft__fls **fls);
 

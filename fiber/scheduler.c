@@ -523,9 +523,12 @@ static int poll_once(weft__worker_t *w, int timeout_ms)
  * busy it may wait a scheduler timeslice for a CPU. */
 static void housekeep(weft__worker_t *w)
 {
+    bool poller = __atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED);
+    if (!poller && !weft__timer_pending())
+        return; /* nothing to look at: spare the clock */
     int64_t now = weft_clock_ns();
     weft__timer_run_due(now);
-    if (!__atomic_load_n(&sched.poller_set, __ATOMIC_RELAXED))
+    if (!poller)
         return;
     int64_t last = __atomic_load_n(&sched.last_poll_ns, __ATOMIC_RELAXED);
     if (now - last >= POLL_STALE_NS)

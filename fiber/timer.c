@@ -34,6 +34,10 @@
 
 #define NBUCKETS 16
 
+/* How late the timer thread must be before a worker runs its timers: it is
+ * usually on time, and then the work stays off the workers. */
+#define HELP_LATE_NS (200 * 1000)
+
 /* Stack trimming (see trim_stacks): how much time it may take, how far the
  * next timer must be, and how often it runs. */
 #define TRIM_BUDGET_NS (200 * 1000)
@@ -285,13 +289,23 @@ static void run_due_locked(void)
     int64_t now = weft_clock_ns();
     while (tt.heap_len && tt.heap[0]->deadline <= now)
         entry_run(heap_pop(), now);
+    /* Most RPC deadlines are cancelled by their reply: drop those on top
+     * now rather than wake up for them. */
+    while (tt.heap_len && (vs_low(__atomic_load_n(&tt.heap[0]->vs, __ATOMIC_ACQUIRE)) &
+                           T_STATE_MASK) == T_CANCELLED)
+        entry_recycle(heap_pop());
     if (tt.heap_len)
         due_lower(tt.heap[0]->deadline);
 }
 
+bool weft__timer_pending(void)
+{
+    return __atomic_load_n(&tt.due, __ATOMIC_RELAXED) != INT64_MAX;
+}
+
 void weft__timer_run_due(int64_t now)
 {
-    if (now < __atomic_load_n(&tt.due, __ATOMIC_RELAXED) ||
+    if (now < __atomic_load_n(&tt.due, __ATOMIC_RELAXED) + HELP_LATE_NS ||
         pthread_mutex_trylock(&tt.run_lock) != 0)
         return;
     run_due_locked();
