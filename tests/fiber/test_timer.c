@@ -9,7 +9,8 @@
  * cancel, also from inside their own callback; cancel before firing returns
  * CANCELLED and the callback never runs, after it ran returns RAN; cancel
  * racing the timer thread from many threads and fibers keeps "ran" and "RAN"
- * equal for every timer; cancel while the callback runs waits for it;
+ * equal for every timer, also when busy workers run the timers a starved
+ * timer thread is late for; cancel while the callback runs waits for it;
  * callbacks can arm and cancel timers; and timers fire on time while every
  * worker is busy.
  */
@@ -209,10 +210,14 @@ typedef struct {
     int done;
 } race_rec_t;
 
+static int g_ran_on_worker; /* race callbacks a worker ran, not the timer thread */
+
 static void race_cb(void *arg)
 {
     race_rec_t *r = arg;
     WT_ADD(&r->runs, 1);
+    if (weft_fiber_worker_index() >= 0)
+        WT_ADD(&g_ran_on_worker, 1);
     wt_spin_ns(2000);
     WT_STORE(&r->done, 1);
 }
@@ -222,8 +227,22 @@ typedef struct {
     int *results;
     int n;
     uint64_t seed;
+    int yield; /* wait by yielding (a fiber), not by spinning */
     int ran, cancelled;
 } racer_t;
+
+/* Lets time pass: spinning keeps the worker, yielding passes it through
+ * the scheduler, where it may run timers the timer thread is late for. */
+static void racer_pause(racer_t *r, int64_t ns)
+{
+    if (!r->yield) {
+        wt_spin_ns(ns);
+        return;
+    }
+    int64_t end = wt_now() + ns;
+    while (wt_now() < end)
+        weft_fiber_yield();
+}
 
 /* Arms timers due within 300 us and cancels each after a random pause. */
 static void racer_fn(void *arg)
@@ -233,7 +252,7 @@ static void racer_fn(void *arg)
         race_rec_t *rec = &r->recs[i];
         weft_timer_id_t id;
         WT_EQ(weft_timer_run_after(&id, (int64_t)(wt_rand(&r->seed) % 300000), race_cb, rec), 0);
-        wt_spin_ns((int64_t)(wt_rand(&r->seed) % 300000));
+        racer_pause(r, (int64_t)(wt_rand(&r->seed) % 300000));
         int rc = weft_timer_cancel(id);
         r->results[i] = rc;
         if (rc == WEFT_TIMER_RAN) {
@@ -255,20 +274,48 @@ static void *racer_thread(void *arg)
     return NULL;
 }
 
-static void case_cancel_race(void)
+/* Checks each racer's timers: a callback ran exactly when cancel said RAN. */
+static void check_racers(const char *name, racer_t *r, int nr)
 {
-    enum { THREADS = 3, FIBERS = 3, R = THREADS + FIBERS };
-    int n = (int)wt_scaled(2000);
-    racer_t r[R];
-    pthread_t t[THREADS];
-    weft_fiber_t f[FIBERS];
-    for (int i = 0; i < R; i++) {
+    int ran = 0, cancelled = 0;
+    for (int i = 0; i < nr; i++) {
+        for (int k = 0; k < r[i].n; k++) {
+            int runs = WT_LOAD(&r[i].recs[k].runs);
+            WT_ASSERT_MSG(runs == (r[i].results[k] == WEFT_TIMER_RAN),
+                          "%s: timer %d/%d: cancel said %d, callback ran %d times", name, i, k,
+                          r[i].results[k], runs);
+        }
+        ran += r[i].ran;
+        cancelled += r[i].cancelled;
+        free(r[i].recs);
+        free(r[i].results);
+    }
+    WT_NOTE("%s: %d timers, %d ran (%d of them on a worker), %d cancelled", name,
+            nr * r[0].n, ran, WT_LOAD(&g_ran_on_worker), cancelled);
+    WT_GT(ran, 0);
+    WT_GT(cancelled, 0);
+}
+
+static void racers_init(racer_t *r, int nr, int n, int yield)
+{
+    for (int i = 0; i < nr; i++) {
         r[i] = (racer_t){.recs = calloc((size_t)n, sizeof(race_rec_t)),
                          .results = calloc((size_t)n, sizeof(int)),
                          .n = n,
-                         .seed = 1000 + (uint64_t)i};
+                         .seed = 1000 + (uint64_t)i,
+                         .yield = yield};
         WT_ASSERT(r[i].recs && r[i].results);
     }
+    WT_STORE(&g_ran_on_worker, 0);
+}
+
+static void case_cancel_race(void)
+{
+    enum { THREADS = 3, FIBERS = 3, R = THREADS + FIBERS };
+    racer_t r[R];
+    pthread_t t[THREADS];
+    weft_fiber_t f[FIBERS];
+    racers_init(r, R, (int)wt_scaled(2000), 0);
     for (int i = 0; i < THREADS; i++)
         t[i] = wt_thread(racer_thread, &r[i]);
     for (int i = 0; i < FIBERS; i++)
@@ -278,22 +325,47 @@ static void case_cancel_race(void)
     for (int i = 0; i < FIBERS; i++)
         wt_join(f[i]);
     weft_fiber_usleep(20 * 1000); /* past every deadline */
-    int ran = 0, cancelled = 0;
-    for (int i = 0; i < R; i++) {
-        for (int k = 0; k < n; k++) {
-            int runs = WT_LOAD(&r[i].recs[k].runs);
-            WT_ASSERT_MSG(runs == (r[i].results[k] == WEFT_TIMER_RAN),
-                          "timer %d/%d: cancel said %d, callback ran %d times", i, k,
-                          r[i].results[k], runs);
-        }
-        ran += r[i].ran;
-        cancelled += r[i].cancelled;
-        free(r[i].recs);
-        free(r[i].results);
-    }
-    WT_NOTE("cancel_race: %d timers, %d ran, %d cancelled", R * n, ran, cancelled);
-    WT_GT(ran, 0);
-    WT_GT(cancelled, 0);
+    check_racers("cancel_race", r, R);
+}
+
+typedef struct {
+    int64_t until;
+} hog_thread_t;
+
+static void *hog_thread(void *arg)
+{
+    hog_thread_t *h = arg;
+    while (wt_now() < h->until)
+        wt_spin_ns(100 * 1000);
+    return NULL;
+}
+
+/* The same race, with the timer thread starved of CPU by spinning threads
+ * while fibers keep passing through the scheduler: workers then run the
+ * timers it is late for, and cancels from other fibers and from a thread
+ * meet callbacks running on a worker. How many ran there is printed. */
+static void case_cancel_race_workers_help(void)
+{
+    enum { FIBERS = 4, HOGS = 2, R = FIBERS + 1 };
+    racer_t r[R];
+    weft_fiber_t f[FIBERS];
+    racers_init(r, R, (int)wt_scaled(1000), 1);
+    r[FIBERS].yield = 0; /* the thread spins */
+    hog_thread_t h = {wt_now() + 60 * WEFT_NS_PER_SEC};
+    pthread_t hogs[HOGS];
+    for (int i = 0; i < HOGS; i++)
+        hogs[i] = wt_thread(hog_thread, &h);
+    for (int i = 0; i < FIBERS; i++)
+        f[i] = wt_start(racer_fn, &r[i]);
+    pthread_t t = wt_thread(racer_thread, &r[FIBERS]);
+    for (int i = 0; i < FIBERS; i++)
+        wt_join(f[i]);
+    wt_thread_join(t);
+    WT_STORE(&h.until, 0);
+    for (int i = 0; i < HOGS; i++)
+        wt_thread_join(hogs[i]);
+    weft_fiber_usleep(20 * 1000); /* past every deadline */
+    check_racers("cancel_race_workers_help", r, R);
 }
 
 typedef struct {
@@ -452,6 +524,7 @@ static const wt_case_t cases[] = {
     WT_CASE(case_run_every_cancel_in_callback),
     WT_CASE(case_cancel_before_and_after),
     WT_CASE(case_cancel_race),
+    WT_CASE(case_cancel_race_workers_help),
     WT_CASE(case_cancel_waits_for_callback),
     WT_CASE(case_timers_from_callbacks),
     WT_CASE(case_fires_while_workers_busy),
