@@ -15,9 +15,8 @@
  * what must be cheap.
  *
  * Windows (the last N seconds of a maxer, the percentiles and qps of a
- * latency recorder) are cut by a sampler that runs once a second: a timer on
- * the timer thread starts a short fiber that snapshots every windowed
- * metric.
+ * latency recorder) are cut by a sampler that runs once a second: a timer
+ * starts a short fiber that snapshots every windowed metric.
  *
  * Metrics are caller-allocated values, like pthread objects. A counter,
  * gauge, maxer or miner may be set up by its static initializer and used at
