@@ -184,6 +184,12 @@ weft_socket_t *weft_socket_address(weft_socket_id_t id)
     return NULL;
 }
 
+bool weft_socket_alive(weft_socket_id_t id)
+{
+    weft_socket_t *s = weft_pool_at(&socket_pool, (uint32_t)id);
+    return s && vref_version(__atomic_load_n(&s->vref, __ATOMIC_ACQUIRE)) == id_version(id);
+}
+
 void weft_socket_ref(weft_socket_t *s)
 {
     __atomic_fetch_add(&s->vref, 1, __ATOMIC_RELAXED);
@@ -351,12 +357,13 @@ int weft_socket_create(weft_socket_id_t *id, const weft_socket_options_t *opts)
     uint64_t old = __atomic_fetch_add(&s->vref, 1, __ATOMIC_ACQ_REL);
     uint32_t version = vref_version(old);
     __atomic_fetch_add(&st.created, 1, __ATOMIC_RELAXED);
-    /* The id is out before the first event can reach a handler. */
-    *id = ((uint64_t)version << 32) | slot;
+    /* The id is out before the first event can reach a handler, and
+     * atomically: the caller may have published *id's address already. */
+    __atomic_store_n(id, ((uint64_t)version << 32) | slot, __ATOMIC_RELEASE);
     rc = watch(s, version);
     if (rc != 0) {
         socket_fail(s, version, -rc, false);
-        *id = 0;
+        __atomic_store_n(id, 0, __ATOMIC_RELEASE);
         return rc;
     }
     return 0;

@@ -71,7 +71,10 @@ typedef struct weft_socket_options {
 } weft_socket_options_t;
 
 /* Creates a socket owning opts->fd (made non-blocking, TCP_NODELAY for TCP)
- * and starts watching it. On failure the fd is closed. 0 or -errno. */
+ * and starts watching it. On failure the fd is closed. 0 or -errno. *id is
+ * set (an atomic store) before the first event reaches the handler, so a
+ * structure already visible to other threads may hold it; they read it
+ * with an atomic load. */
 int weft_socket_create(weft_socket_id_t *id, const weft_socket_options_t *opts);
 
 /* A referenced pointer to the socket, or NULL if it failed or the id is
@@ -81,7 +84,16 @@ weft_socket_t *weft_socket_address(weft_socket_id_t id);
 /* One more reference to a socket the caller already holds. */
 void weft_socket_ref(weft_socket_t *s);
 
+/* Drops a reference. Dropping the last one of a failed socket recycles it
+ * on the spot, running the handler's on_recycle: never call it (nor
+ * weft_socket_address(), which may drop one) holding a lock on_recycle
+ * takes. */
 void weft_socket_dereference(weft_socket_t *s);
+
+/* Whether the id names a socket that has not failed, without taking a
+ * reference: a snapshot (it may fail the next instant), and safe to ask
+ * under any lock. */
+bool weft_socket_alive(weft_socket_id_t id);
 
 /* Fails the socket with `error` (a positive errno or WEFT_E* code): later
  * addresses fail, writers and readers are woken, pending writes fail with

@@ -1157,6 +1157,7 @@ static void write_after_failed(void)
     WT_EQ(weft_socket_create(&id, &o), 0);
     weft_socket_t *s = weft_socket_address(id);
     WT_ASSERT(s);
+    WT_ASSERT(weft_socket_alive(id));
     weft_iobuf_t b = WEFT_IOBUF_INIT;
     WT_EQ(weft_iobuf_append(&b, "ok", 2), 0);
     WT_EQ(weft_socket_write(s, &b, NULL), 0);
@@ -1164,6 +1165,7 @@ static void write_after_failed(void)
     WT_EQ(nt_read_full(sv[1], buf, 2, 2000), 2);
 
     WT_EQ(weft_socket_set_failed(id, -EPIPE), 0); /* the sign does not matter */
+    WT_ASSERT(!weft_socket_alive(id)); /* failed, though still referenced */
     WT_EQ(weft_socket_set_failed(id, EPIPE), -ESRCH);
     WT_EQ(weft_socket_error(s), EPIPE);
     done_rec_t d = {0};
@@ -1179,6 +1181,8 @@ static void write_after_failed(void)
     NT_AWAIT(sockets_alive() == alive0, 10);
     WT_EQ(d.calls, 0);
     WT_ASSERT(weft_socket_address(id) == NULL);
+    WT_ASSERT(!weft_socket_alive(id));
+    WT_ASSERT(!weft_socket_alive(0));
     WT_EQ(weft_socket_set_failed(id, EPIPE), -ESRCH);
     WT_EQ(weft_socket_set_failed(0, EPIPE), -ESRCH);
     close(sv[1]);
