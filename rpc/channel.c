@@ -482,9 +482,11 @@ static void async_done_fiber(void *arg)
 {
     weft__call_t *c = arg;
     weft_channel_t *ch = c->channel;
-    c->done_fiber = weft_fiber_self();
+    /* Read by joiners on other threads, who only compare it with their
+     * own fiber: relaxed atomics suffice. */
+    __atomic_store_n(&c->done_fiber, weft_fiber_self(), __ATOMIC_RELAXED);
     c->done(c->cntl, c->response, c->done_arg);
-    c->done_fiber = 0;
+    __atomic_store_n(&c->done_fiber, 0, __ATOMIC_RELAXED);
     /* Before the slot can carry a new call, whose joiners start from the
      * value they read then. */
     __atomic_fetch_add(&c->join_seq, 1, __ATOMIC_RELEASE);
@@ -503,7 +505,8 @@ int weft_controller_join(weft_controller_t *cntl)
     if (!id)
         return 0;
     weft__call_t *c = weft_pool_at(&call_pool, (uint32_t)id);
-    if (c->done_fiber && c->done_fiber == weft_fiber_self())
+    weft_fiber_t running_done = __atomic_load_n(&c->done_fiber, __ATOMIC_RELAXED);
+    if (running_done && running_done == weft_fiber_self())
         return 0; /* from inside its own done: nothing to wait for */
     int32_t expect = cntl->join_expect;
     while (__atomic_load_n(&c->join_seq, __ATOMIC_ACQUIRE) == expect)

@@ -320,11 +320,12 @@ static void conn_recycle(weft_socket_t *sock)
     *c->pprev = c->next;
     if (c->next)
         c->next->pprev = c->pprev;
-    int64_t left = __atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED);
+    /* Under the lock: weft_server_join takes it after it sees no
+     * connection left, so the server outlives this last touch of it. */
+    if (__atomic_sub_fetch(&s->nconns, 1, __ATOMIC_RELAXED) == 0)
+        bump_drained(s);
     weft_mutex_unlock(&s->lock);
     free(c);
-    if (left == 0)
-        bump_drained(s);
 }
 
 static const weft_socket_handler_t conn_handler = {
@@ -369,6 +370,13 @@ static void on_accept(int fd, const weft_endpoint_t *remote, void *arg)
     }
 }
 
+/* A connection's socket id: set by weft_socket_create while the connection
+ * is already on the server's list. */
+static weft_socket_id_t conn_id(const weft__server_conn_t *c)
+{
+    return __atomic_load_n(&c->id, __ATOMIC_ACQUIRE);
+}
+
 /* Fails every connection matching `pred` (all of them when NULL). */
 static void fail_conns(weft_server_t *s, bool (*pred)(const weft__server_conn_t *, int64_t),
                        int error)
@@ -381,12 +389,12 @@ static void fail_conns(weft_server_t *s, bool (*pred)(const weft__server_conn_t 
         weft_mutex_lock(&s->lock);
         for (weft__server_conn_t *c = s->conns; c && n < 64; c = c->next) {
             /* Skip what already failed (and only waits to be recycled),
-             * or the scan would find the same connections for ever. */
-            weft_socket_t *sock = (!pred || pred(c, now)) ? weft_socket_address(c->id) : NULL;
-            if (sock) {
-                weft_socket_dereference(sock);
-                ids[n++] = c->id;
-            }
+             * or the scan would find the same connections for ever. No
+             * reference is taken under the lock: dropping one may recycle
+             * the connection, and conn_recycle takes the lock. */
+            weft_socket_id_t id = conn_id(c);
+            if ((!pred || pred(c, now)) && weft_socket_alive(id))
+                ids[n++] = id;
         }
         weft_mutex_unlock(&s->lock);
         for (int i = 0; i < n; i++)
@@ -469,13 +477,28 @@ static void wait_until_zero(weft_server_t *s, int64_t *counter)
     }
 }
 
-static bool conn_has_unsent(const weft__server_conn_t *c)
+static bool id_has_unsent(weft_socket_id_t id)
 {
-    weft_socket_t *sock = weft_socket_address(c->id);
+    weft_socket_t *sock = weft_socket_address(id);
     bool unsent = sock && weft_socket_unwritten(sock) > 0;
     if (sock)
         weft_socket_dereference(sock);
     return unsent;
+}
+
+/* The ids of the server's connections, taken under the lock; the caller
+ * frees the array. NULL when there are none or no memory. The sockets are
+ * addressed after the lock is released (see fail_conns). */
+static weft_socket_id_t *conn_snapshot(weft_server_t *s, size_t *n)
+{
+    weft_mutex_lock(&s->lock);
+    size_t cap = (size_t)__atomic_load_n(&s->nconns, __ATOMIC_RELAXED), k = 0;
+    weft_socket_id_t *ids = cap ? malloc(cap * sizeof(*ids)) : NULL;
+    for (weft__server_conn_t *c = s->conns; ids && c && k < cap; c = c->next)
+        ids[k++] = conn_id(c);
+    weft_mutex_unlock(&s->lock);
+    *n = k;
+    return ids;
 }
 
 /* Waits until no connection holds unsent bytes, or the deadline passes (a
@@ -483,13 +506,14 @@ static bool conn_has_unsent(const weft__server_conn_t *c)
 static void wait_replies_sent(weft_server_t *s, int64_t deadline)
 {
     while (weft_clock_ns() < deadline) {
+        size_t n;
+        weft_socket_id_t *ids = conn_snapshot(s, &n);
         bool unsent = false;
-        weft_mutex_lock(&s->lock);
-        for (weft__server_conn_t *c = s->conns; c && !unsent; c = c->next)
-            unsent = conn_has_unsent(c);
-        weft_mutex_unlock(&s->lock);
+        for (size_t i = 0; i < n && !unsent; i++)
+            unsent = id_has_unsent(ids[i]);
+        free(ids);
         if (!unsent)
-            return;
+            return; /* also when out of memory: the wait is best effort */
         weft_fiber_usleep(1000);
     }
 }
@@ -509,6 +533,11 @@ int weft_server_join(weft_server_t *s)
     wait_replies_sent(s, weft_clock_ns() + REPLY_DRAIN_NS);
     fail_conns(s, NULL, WEFT_ELOGOFF);
     wait_until_zero(s, &s->nconns);
+    /* The last connection's recycle counted down under the lock and may
+     * still hold it: once we had it, nothing touches the server any more,
+     * and the caller may free it. */
+    weft_mutex_lock(&s->lock);
+    weft_mutex_unlock(&s->lock);
     __atomic_store_n(&s->state, S_STOPPED, __ATOMIC_RELEASE);
     return 0;
 }
