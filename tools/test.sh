@@ -4,7 +4,8 @@
 # Four builds, each in its own directory under build-test/:
 #   release    gcc, tcmalloc, every suite;
 #   asan       clang, AddressSanitizer + UndefinedBehaviorSanitizer, every suite;
-#   tsan       clang, ThreadSanitizer, the concurrency suites (fiber, net);
+#   tsan       clang, ThreadSanitizer, the concurrency suites (fiber, net,
+#              rpc);
 #   aarch64    the fiber runtime alone (-Druntime_only=true) cross-built with
 #              Debian's aarch64 gcc and run under qemu-user, so the other
 #              architecture's context switch is tested too (skipped, saying
@@ -44,7 +45,7 @@ mkdir -p "$top"
 run_build release gcc "" -Dbuildtype=release
 run_build asan clang "" -Dbuildtype=debugoptimized -Db_sanitize=address,undefined \
     -Db_lundef=false -Dtcmalloc=disabled -Dtest_scale=20
-run_build tsan clang "fiber net" -Dbuildtype=debugoptimized -Db_sanitize=thread \
+run_build tsan clang "fiber net rpc" -Dbuildtype=debugoptimized -Db_sanitize=thread \
     -Db_lundef=false -Dtcmalloc=disabled -Dtest_scale=10
 if weft_ensure_deps "$WEFT_CROSS_DEB_PACKAGES"; then
     run_build aarch64 gcc "" --cross-file tools/cross/aarch64-linux-gnu.ini \
