@@ -89,10 +89,22 @@ static int count_threads(const char *prefix)
     return n;
 }
 
+/* Threads named prefix once the ones already joined are gone: pthread_join
+ * returns when a thread has stopped running, and the kernel may list it
+ * under /proc for a moment longer (long enough to see under qemu-user). */
+static int count_threads_settled(const char *prefix)
+{
+    int64_t deadline = wt_now() + 2 * WEFT_NS_PER_SEC;
+    int n;
+    while ((n = count_threads(prefix)) > 0 && wt_now() < deadline)
+        usleep(1000);
+    return n;
+}
+
 static void check_after_shutdown(void)
 {
-    WT_EQ(count_threads("weft-worker"), 0);
-    WT_EQ(count_threads("weft-timer"), 0);
+    WT_EQ(count_threads_settled("weft-worker"), 0);
+    WT_EQ(count_threads_settled("weft-timer"), 0);
     weft_fiber_t id = 0;
     WT_EQ(weft_fiber_start_background(&id, NULL, nop_fn, NULL), -ESHUTDOWN);
     WT_EQ(weft_fiber_start_urgent(&id, NULL, nop_fn, NULL), -ESHUTDOWN);
