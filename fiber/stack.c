@@ -36,8 +36,6 @@ static const size_t class_size[WEFT__STACK_NCLASS] = {
 /* How many free stacks of each class a thread keeps, and the shared list. */
 static const int tls_cache_max[WEFT__STACK_NCLASS] = {64, 32, 2};
 static const int shared_max[WEFT__STACK_NCLASS] = {4096, 1024, 16};
-/* The timer thread unmaps the surplus one stack at a time within a window
- * it chooses (see weft__stack_trim). */
 struct stack_cache {
     weft__stack_t *head;
     int n;
@@ -192,9 +190,8 @@ void weft__stack_put(weft__stack_t *s)
     pthread_mutex_unlock(&shared[cls].lock);
 }
 
-int weft__stack_trim(int64_t until)
+void weft__stack_trim(int64_t until)
 {
-    int unmapped = 0;
     for (int cls = 0; cls < WEFT__STACK_NCLASS; cls++) {
         while (weft_clock_ns() < until) {
             weft__stack_t *s = NULL;
@@ -208,10 +205,8 @@ int weft__stack_trim(int64_t until)
             if (!s)
                 break;
             stack_unmap(s);
-            unmapped++;
         }
     }
-    return unmapped;
 }
 
 void weft__stack_stats(weft__stack_stats_t *out)

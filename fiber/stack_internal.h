@@ -36,9 +36,9 @@ weft__stack_t *weft__stack_get(int cls, size_t bytes);
 void weft__stack_put(weft__stack_t *s);
 
 /* Unmaps stacks kept beyond the caches' limits, one at a time until the
- * clock passes `until`; returns how many. Called by the timer thread, off
- * the workers' path. */
-int weft__stack_trim(int64_t until);
+ * clock passes `until`. Called by the timer thread, off the workers' path,
+ * in a window it chooses. */
+void weft__stack_trim(int64_t until);
 
 /* Guard region of a stack, for the overflow handler. */
 static inline int weft__stack_in_guard(const weft__stack_t *s, const void *addr)
